@@ -1,0 +1,45 @@
+# Two commands for a newcomer on a fresh machine:
+#   make run   — set up .venv from nothing and run the whole pipeline on the built-in demo data
+#   make test  — set up if needed, then every test (nbdev sync, notebook tests, pytest, docs processing)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: setup run test test-nbs test-py sync-check docs readme bench clean-workspace
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+run: setup
+	$(BIN)/mlops-nb run --config pipeline.yaml
+
+test: setup sync-check test-nbs test-py docs
+
+sync-check: setup
+	$(BIN)/python tools/check_sync.py
+
+test-nbs: setup
+	$(BIN)/nbdev-test --n-workers 2 --timing
+
+test-py: setup
+	$(BIN)/pytest tests -q -n 2
+
+docs: setup
+	$(BIN)/nbdev-proc-nbs
+
+readme: setup
+	$(BIN)/python tools/readme.py
+
+bench: setup
+	$(BIN)/python bench/run_tuning.py
+
+clean-workspace:
+	rm -rf .mlops
