@@ -1,0 +1,60 @@
+"""The `mlops-nb` command line as a user types it: exit codes, error messages, JSON on stdout."""
+import json
+
+import numpy as np
+import pandas as pd
+
+from conftest import ROOT, mlops
+
+
+def test_help_lists_commands():
+    r = mlops("--help")
+    assert r.returncode == 0
+    for cmd in ("run", "validate", "promote", "rollback"): assert cmd in r.stdout
+
+
+def test_bad_config_exits_2_with_the_key(tmp_path):
+    bad = tmp_path / "pipeline.yaml"
+    bad.write_text("target: default\ntuning:\n  n_trials: lots\n  prunner: median\n")
+    r = mlops("run", "--config", bad)
+    assert r.returncode == 2
+    assert "tuning.n_trials" in r.stderr and "'lots'" in r.stderr
+    assert "tuning.prunner: unknown key" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_override_and_missing_target(tmp_path):
+    r = mlops("run", "-p", "tuning.n_trials", "--workspace", tmp_path)
+    assert r.returncode == 2 and "expected key=value" in r.stderr
+    r = mlops("run", "--data", tmp_path / "t.csv", "--workspace", tmp_path)
+    assert r.returncode == 2 and "--data needs --target" in r.stderr
+
+
+def test_unknown_stage(tmp_path):
+    r = mlops("run", "--stages", "gather,deploy", "--workspace", tmp_path)
+    assert r.returncode == 2 and "unknown stage(s) ['deploy']" in r.stderr
+
+
+def _table(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"loan_id": [f"L{i}" for i in range(n)], "amount": rng.gamma(2, 1000, n).round(2),
+                         "grade": rng.choice(list("ABC"), n), "default": rng.integers(0, 2, n)})
+
+
+def test_validate_accepts_and_rejects(tmp_path):
+    ref, good, bad = tmp_path / "ref.csv", tmp_path / "good.csv", tmp_path / "bad.csv"
+    _table().to_csv(ref, index=False)
+    batch = _table(100, seed=1)
+    batch.loc[3, "amount"] = "lots"  # one bad cell: quarantined, batch still accepted
+    batch.to_csv(good, index=False)
+    r = mlops("validate", "--reference", ref, "--data", good, "--target", "default", "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["accepted"] and rep["rows_in"] == 100 and rep["rows_quarantined"] >= 1
+    assert rep["rows_in"] == rep["rows_kept"] + rep["rows_quarantined"]
+    _table(100, seed=2).drop(columns=["grade"]).to_csv(bad, index=False)
+    r = mlops("validate", "--reference", ref, "--data", bad, "--target", "default", "--json")
+    assert r.returncode == 1
+    rep = json.loads(r.stdout)
+    assert not rep["accepted"]
+    assert any(c["level"] == "batch" and c.get("column") == "grade" for c in rep["checks"] if c["failing_rows"])
