@@ -45,16 +45,24 @@ def test_validate_accepts_and_rejects(tmp_path):
     ref, good, bad = tmp_path / "ref.csv", tmp_path / "good.csv", tmp_path / "bad.csv"
     _table().to_csv(ref, index=False)
     batch = _table(100, seed=1)
+    batch["amount"] = batch["amount"].astype(object)
     batch.loc[3, "amount"] = "lots"  # one bad cell: quarantined, batch still accepted
     batch.to_csv(good, index=False)
-    r = mlops("validate", "--reference", ref, "--data", good, "--target", "default", "--json")
+    r = mlops("validate", "--reference", ref, "--data", good, "--target", "default", "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["accepted"] and rep["rows_in"] == 100 and rep["rows_quarantined"] >= 1
     assert rep["rows_in"] == rep["rows_kept"] + rep["rows_quarantined"]
     _table(100, seed=2).drop(columns=["grade"]).to_csv(bad, index=False)
-    r = mlops("validate", "--reference", ref, "--data", bad, "--target", "default", "--json")
+    r = mlops("validate", "--reference", ref, "--data", bad, "--target", "default", "--json", cwd=tmp_path)
     assert r.returncode == 1
     rep = json.loads(r.stdout)
     assert not rep["accepted"]
     assert any(c["level"] == "batch" and c.get("column") == "grade" for c in rep["checks"] if c["failing_rows"])
+
+
+def test_validate_bad_reference_is_a_clear_error(tmp_path):
+    ref = tmp_path / "ref.csv"
+    _table().to_csv(ref, index=False)
+    r = mlops("validate", "--reference", ref, "--data", ref, "--target", "outcome", cwd=tmp_path)
+    assert r.returncode == 2 and "target 'outcome' is not a column" in r.stderr and "Traceback" not in r.stderr

@@ -4,7 +4,6 @@ Each test writes a real CSV or Parquet file in `tmp_path` and validates it with 
 `mlops-nb validate` runs) against a reference snapshot of demo data.
 """
 import json
-import time
 
 import numpy as np
 import pandas as pd
@@ -289,17 +288,6 @@ def test_demo_quality_incident_is_caught(cfg):
     assert r.quarantined["_reason"].str.contains("income: out_of_range").sum() > 100
 
 
-def test_validation_is_fast(cfg):
-    big = make_credit_data(100_000, seed=2)
-    schema = infer_schema(big, cfg)
-    batch = make_credit_data(100_000, seed=3, start="2025-01-01")
-    batch.loc[batch.index[:1000], "age"] = 500
-    t = time.perf_counter()
-    r = validate_batch(batch, schema, cfg.validation)
-    assert time.perf_counter() - t < 3  # ~0.5 s on one core; generous for a loaded CI machine
-    assert r.rows_quarantined >= 1000
-
-
 def test_sql_source_with_null_labels(cfg, tmp_path):
     "SQLite returns a label column with NULLs as floats: labels still match, the NULL row is quarantined."
     import sqlite3
@@ -314,3 +302,11 @@ def test_sql_source_with_null_labels(cfg, tmp_path):
     r = validate_batch(table, infer_schema(table, c), c.validation)
     assert (r.accepted, r.rows_quarantined) == (True, 1)
     assert r.quarantined["_reason"].tolist() == ["default: missing_label"]
+
+
+def test_partly_labelled_batch_when_allowed(ref, cfg, tmp_path, batch):
+    "Production data whose labels arrive later: missing labels are fine with require_target=False."
+    batch["default"] = batch["default"].astype("Int64").mask(batch["applied_at"] > "2024-10-01")
+    assert run(ref, cfg, tmp_path, batch, require_target=False).rows_quarantined == 0
+    r = run(ref, cfg, tmp_path, batch)
+    assert r.rows_quarantined == int(batch["default"].isna().sum()) and check(r, "missing_label")
