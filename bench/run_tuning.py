@@ -12,6 +12,7 @@ Settings (all: TPE seeded, 3 folds, families linear/hgb/rf, same budget of trial
   sequential      1 worker, no pruning, estimators use every core   <- the reference
   pruned+2thr     median pruning, 2 worker threads capped at cores/2 threads each (the pipeline's default)
   pruned          median pruning, 1 worker (every core): what pruning alone buys
+  sequential-1thr 1 worker, no pruning, 1 thread: what OpenMP's second thread buys on this data
   2thr-uncapped   no pruning, 2 worker threads, no thread cap: why the cap matters
   pruned+2proc    median pruning, 2 worker processes sharing the study, 1 thread each (process startup included)
 MLflow trial logging is off here (it is the same in every setting); the pipeline's tune stage adds it.
@@ -127,7 +128,8 @@ def main():
     base, schema, train = load(args.rows, args.seed)
     cores = threads_per_worker(1)
     settings = [("sequential", "none", 1, cores, 0), ("pruned+2thr", "median", 2, threads_per_worker(2), 0),
-                ("pruned", "median", 1, cores, 0), ("2thr-uncapped", "none", 2, cores, 0),
+                ("pruned", "median", 1, cores, 0), ("sequential-1thr", "none", 1, 1, 0),
+                ("2thr-uncapped", "none", 2, cores, 0),
                 ("pruned+2proc", "median", 2, 1, 2)]
     if args.only: settings = [s for s in settings if s[0] in args.only.split(",")]
     rows = []
@@ -171,6 +173,7 @@ def write(args, info, n_train, rows):
               "- `pruned+2thr`: median pruning after each fold, 2 worker threads each capped with threadpoolctl at "
               "cores/2 threads (the pipeline's default, `tuning.workers: 2`).",
               "- `pruned`: median pruning, 1 worker: what pruning alone buys.",
+              "- `sequential-1thr`: like `sequential` but capped at 1 thread: what the estimators' own threads buy.",
               "- `2thr-uncapped`: no pruning, 2 worker threads whose estimators each use every core.",
               "- `pruned+2proc`: median pruning, 2 worker processes sharing the study through SQLite, 1 thread each, "
               "each with its own sampler seed; wall time includes starting the processes (imports, loading data).",

@@ -40,7 +40,7 @@ def test_full_run_in_mlflow(demo_run):
         assert any(a.endswith(".ipynb") for a in arts) and any(a.endswith(".html") for a in arts), name
         assert r.info.artifact_uri.startswith(Path(ws).resolve().as_uri()), "artifacts stay in the workspace"
     mv = client.get_model_version_by_alias(s["model"]["name"], "champion")
-    assert mv.version == str(s["model"]["version"])
+    assert str(mv.version) == str(s["model"]["version"])
 
 
 def test_snapshot_is_content_addressed(demo_run, tmp_path):

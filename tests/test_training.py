@@ -67,10 +67,16 @@ def credit(tmp_path_factory):
     return tmp, cfg, schema, *_split(df)
 
 
-def test_same_inputs_same_model(credit):
+@pytest.fixture(scope="module")
+def twice(credit):
+    "The same data, config and seed trained twice, each in its own MLflow run and Optuna study."
     tmp, cfg, schema, train, valid = credit
-    a = _train_once(cfg, schema, train, valid, "repro-a")
-    b = _train_once(cfg, schema, train, valid, "repro-b")
+    return _train_once(cfg, schema, train, valid, "repro-a"), _train_once(cfg, schema, train, valid, "repro-b")
+
+
+def test_same_inputs_same_model(credit, twice):
+    tmp, cfg, schema, train, valid = credit
+    a, b = twice
     # the study samples the same trials with one worker
     assert a["trials"][["family", "state", "score"]].equals(b["trials"][["family", "state", "score"]])
     assert (a["best"]["family"], a["best"]["params"]) == (b["best"]["family"], b["best"]["params"])
@@ -89,9 +95,9 @@ def test_same_inputs_same_model(credit):
     assert set(trials["tags.optuna.state"]) <= {"COMPLETE", "PRUNED"}
 
 
-def test_loads_in_fresh_process(credit):
+def test_loads_in_fresh_process(credit, twice):
     tmp, cfg, schema, train, valid = credit
-    a = _train_once(cfg, schema, train, valid, "fresh")
+    a, _ = twice
     out = check_load(a["model_uri"], a["final"], valid[schema.features].head(50), cfg.tracking)
     assert out["pyfunc"] and out["sklearn"] and out["sklearn_type"] == "Pipeline"
 
