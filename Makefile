@@ -30,7 +30,7 @@ test-nbs: setup
 	$(BIN)/nbdev-test --n-workers 2 --timing
 
 test-py: setup
-	$(BIN)/pytest tests -q -n 2
+	$(BIN)/pytest tests -q -n 2 --dist loadfile
 
 docs: setup
 	$(BIN)/nbdev-proc-nbs

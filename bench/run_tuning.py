@@ -160,7 +160,8 @@ def write(args, info, n_train, rows):
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['setting']} | {r['workers']} {r['kind']} | {r['threads_each']} | {r['pruner']} | "
+        kind = r["kind"] if r["workers"] > 1 else r["kind"].rstrip("s")
+        lines.append(f"| {r['setting']} | {r['workers']} {kind} | {r['threads_each']} | {r['pruner']} | "
                      f"{r['best_score']:.4f} | {r['best_family']} | {r['complete']} / {r['pruned']} | {r['wall_s']} | "
                      f"{r['wall_s'] / ref['wall_s']:.2f}x | {r['best_score'] - ref['best_score']:+.4f} |")
     head = next((r for r in rows if r["setting"] == "pruned+2thr"), None)
