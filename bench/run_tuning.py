@@ -142,45 +142,54 @@ def main():
     write(args, info, len(train), rows)
 
 
+RUN_MARK = "<!-- run -->"
+
+
 def write(args, info, n_train, rows):
+    "Write the newest run first; earlier runs in the file are kept below it (they show how much one run varies)."
     ref = next((r for r in rows if r["setting"] == "sequential"), rows[0])
     cmd = "make bench" if os.environ.get("MAKELEVEL") else "python bench/run_tuning.py " + " ".join(sys.argv[1:])
-    lines = [
-        "# Tuning benchmark", "",
-        f"Pruning and parallel workers against sequential, unpruned TPE with the same budget of {args.trials} trials "
-        f"(3-fold CV, families linear/hgb/rf, seed {args.seed}) on the demo credit table: {args.rows} rows, "
-        f"{n_train} training rows after the pipeline's time split. One run of each setting; trial logging to MLflow off.",
-        "",
-        f"- command: `{cmd.strip()}` (from the repository root, `.venv/bin/python`)",
-        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {info['cpu']}, {info['cores']} cores, {info['os']}, Python {info['python']}, "
-        f"Optuna {info['optuna']}, scikit-learn {info['sklearn']}; 1-min load average at start {info['load_1min_at_start']}",
-        "",
-        "| setting | workers | threads each | pruner | best score (ROC AUC) | best family | complete / pruned | wall time (s) | time vs sequential | score vs sequential |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    run = [RUN_MARK,
+           f"## Run of {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", "",
+           f"- command: `{cmd.strip()}` (from the repository root, with `.venv/bin/python`)",
+           f"- budget: {args.trials} trials per setting, 3-fold CV, families linear/hgb/rf, seed {args.seed}; "
+           f"demo table of {args.rows} rows, {n_train} training rows after the pipeline's time split",
+           f"- machine: {info['cpu']}, {info['cores']} cores, {info['os']}, Python {info['python']}, "
+           f"Optuna {info['optuna']}, scikit-learn {info['sklearn']}; 1-min load average at start "
+           f"{info['load_1min_at_start']} (other processes share the cores when it is above ~0.5)", "",
+           "| setting | workers | threads each | pruner | best score (ROC AUC) | best family | complete / pruned | wall time (s) | speed-up vs sequential | score vs sequential |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         kind = r["kind"] if r["workers"] > 1 else r["kind"].rstrip("s")
-        lines.append(f"| {r['setting']} | {r['workers']} {kind} | {r['threads_each']} | {r['pruner']} | "
-                     f"{r['best_score']:.4f} | {r['best_family']} | {r['complete']} / {r['pruned']} | {r['wall_s']} | "
-                     f"{r['wall_s'] / ref['wall_s']:.2f}x | {r['best_score'] - ref['best_score']:+.4f} |")
+        run.append(f"| {r['setting']} | {r['workers']} {kind} | {r['threads_each']} | {r['pruner']} | "
+                   f"{r['best_score']:.4f} | {r['best_family']} | {r['complete']} / {r['pruned']} | {r['wall_s']} | "
+                   f"{ref['wall_s'] / r['wall_s']:.2f}x | {r['best_score'] - ref['best_score']:+.4f} |")
     head = next((r for r in rows if r["setting"] == "pruned+2thr"), None)
     if head and head is not ref:
-        lines += ["", f"**Headline: pruning + 2 worker threads reached {head['best_score']:.4f} vs "
-                      f"{ref['best_score']:.4f} in {head['wall_s']} s vs {ref['wall_s']} s — "
-                      f"{ref['wall_s'] / head['wall_s']:.2f}x faster for the same {args.trials}-trial budget.**"]
-    lines += ["", "Settings:", "",
-              "- `sequential`: 1 worker, no pruning, estimators use every core — the reference.",
-              "- `pruned+2thr`: median pruning after each fold, 2 worker threads each capped with threadpoolctl at "
-              "cores/2 threads (the pipeline's default, `tuning.workers: 2`).",
-              "- `pruned`: median pruning, 1 worker: what pruning alone buys.",
-              "- `sequential-1thr`: like `sequential` but capped at 1 thread: what the estimators' own threads buy.",
-              "- `2thr-uncapped`: no pruning, 2 worker threads whose estimators each use every core.",
-              "- `pruned+2proc`: median pruning, 2 worker processes sharing the study through SQLite, 1 thread each, "
-              "each with its own sampler seed; wall time includes starting the processes (imports, loading data).",
-              "", "Raw results (JSON lines):", "", "```"] + [json.dumps(r) for r in rows] + ["```", ""]
-    Path(args.out).write_text("\n".join(lines), encoding="utf-8")
-    print(f"wrote {args.out}")
+        run += ["", f"**pruning + 2 worker threads: best {head['best_score']:.4f} vs {ref['best_score']:.4f}, "
+                    f"{head['wall_s']} s vs {ref['wall_s']} s: {ref['wall_s'] / head['wall_s']:.2f}x faster than sequential "
+                    f"unpruned TPE for the same {args.trials}-trial budget.**"]
+    run += ["", "```", *[json.dumps(r) for r in rows], "```", ""]
+    out = Path(args.out)
+    earlier = out.read_text(encoding="utf-8").split(RUN_MARK)[1:] if out.exists() else []
+    intro = ["# Tuning benchmark", "",
+             "Median pruning and parallel workers against sequential, unpruned TPE with the same trial budget, "
+             "measured by `bench/run_tuning.py` (`make bench`). Each run executes every setting once, in a fresh "
+             "Optuna study in a temporary SQLite storage; MLflow trial logging is off (it costs the same in every "
+             "setting). Newest run first.", "",
+             "Settings:", "",
+             "- `sequential`: 1 worker, no pruning, estimators use every core — the reference.",
+             "- `pruned+2thr`: median pruning after each fold, 2 worker threads each capped with threadpoolctl at "
+             "cores/2 threads (the pipeline's default, `tuning.workers: 2`).",
+             "- `pruned`: median pruning, 1 worker using every core: what pruning alone buys.",
+             "- `sequential-1thr`: like `sequential` but capped at 1 thread: what the estimators' own threads buy.",
+             "- `2thr-uncapped`: no pruning, 2 worker threads whose estimators each use every core.",
+             "- `pruned+2proc`: median pruning, 2 worker processes sharing the study through SQLite, 1 thread each, "
+             "each with its own sampler seed; wall time includes starting the processes (imports, loading data).", ""]
+    notes = out.read_text(encoding="utf-8").split("<!-- notes -->")[1].split(RUN_MARK)[0] if out.exists() and "<!-- notes -->" in out.read_text(encoding="utf-8") else ""
+    text = "\n".join(intro) + ("<!-- notes -->" + notes if notes else "") + "\n".join(run) + "".join(RUN_MARK + e for e in earlier)
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
