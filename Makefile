@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/mlops-nb run --config pipeline.yaml
 
-test: setup sync-check test-nbs test-py docs
+test: setup sync-check docs test-nbs test-py
 
 sync-check: setup
 	$(BIN)/python tools/check_sync.py
