@@ -32,8 +32,8 @@ test-nbs: setup
 test-py: setup
 	$(BIN)/pytest tests -q -n 2 --dist loadfile
 
-docs: setup
-	$(BIN)/nbdev-proc-nbs
+docs: setup  # nbdev's docs processing (nbdev-proc-nbs) without its Quarto download; nbdev-docs where Quarto exists
+	$(BIN)/python tools/proc_docs.py
 
 readme: setup
 	$(BIN)/python tools/readme.py

@@ -23,8 +23,8 @@ from .config import STAGES, PipelineConfig, dump_config, load_config
 
 # %% auto #0
 __all__ = ['DAG', 'STAGE', 'STAGE_KERNEL_ENV', 'Stage', 'check_dag', 'stages_dir', 'new_run_id', 'latest_run_dir', 'write_json',
-           'ensure_experiment', 'StageContext', 'open_stage', 'prepare_run', 'build_summary', 'StageFailed',
-           'IPCKernelManager', 'run_stage', 'run_pipeline']
+           'ensure_experiment', 'StageContext', 'open_stage', 'prepare_run', 'build_summary', 'IPCKernelManager',
+           'run_stage', 'run_pipeline']
 
 # %% ../nbs/api/10_pipeline.ipynb #aa0a1c80
 @dataclass(frozen=True)
@@ -209,10 +209,7 @@ def build_summary(run_id: str, run_dir: Path, cfg: PipelineConfig, stages: list[
             "flags": r["analyze"].get("flags", []), "metrics": r["evaluate"].get("metrics", {}),
             "model": model or None, "snapshot_id": r["gather"].get("snapshot_id"), **extra}
 
-# %% ../nbs/api/10_pipeline.ipynb #b56b2da6
-class StageFailed(RuntimeError):
-    "A stage notebook raised; the message has the stage, the error, and the executed notebook's path."
-
+# %% ../nbs/api/10_pipeline.ipynb #bf43136e
 def _error_of(exc: BaseException) -> str:
     ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
     cell = getattr(exc, "exec_count", None)

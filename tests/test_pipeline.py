@@ -81,3 +81,19 @@ def test_failed_stage_stops_and_resumes(tmp_path):
     s2 = json.loads(r.stdout)
     assert [x.get("resumed", False) for x in s2["stages"]] == [True, False, False]
     assert s2["status"] == "succeeded" and s2["run_id"] == s["run_id"]
+
+
+def test_registry_commands(demo_run):
+    ws, s, _ = demo_run
+    ov = params([f"workspace={ws}"])
+    r = mlops("models", *ov, "--json")
+    assert r.returncode == 0, r.stderr
+    listed = json.loads(r.stdout)
+    assert listed["name"] == s["model"]["name"] and len(listed["versions"]) == 1
+    assert [e["alias"] for e in listed["history"]] == ["challenger", "champion"]
+    r = mlops("rollback", "--reason", "test", *ov)
+    assert r.returncode == 1 and "no previous champion" in r.stderr
+    r = mlops("promote", "7", "--reason", "test", *ov)
+    assert r.returncode == 1 and "has no version 7" in r.stderr
+    r = mlops("promote", "1", "--reason", "test", *ov, "--json")
+    assert r.returncode == 0 and "already the champion" in json.loads(r.stdout)["why"]
