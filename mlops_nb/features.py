@@ -21,8 +21,9 @@ from .config import FeaturesConfig, SplitConfig
 from .schema import DataSchema, coerce_column
 
 # %% auto #0
-__all__ = ['MIN_CLASS_ROWS', 'DATETIME_PARTS', 'SKOPS_TRUSTED_TYPES', 'SplitResult', 'split_method', 'split_frame',
-           'split_summary', 'ToFloat', 'ToText', 'DatetimeFeatures', 'build_preprocessor', 'time_transform', 'xy']
+__all__ = ['MIN_CLASS_ROWS', 'DATETIME_PARTS', 'SEASONAL_PARTS', 'SKOPS_TRUSTED_TYPES', 'SplitResult', 'split_method',
+           'split_frame', 'split_summary', 'ToFloat', 'ToText', 'DatetimeFeatures', 'build_preprocessor',
+           'time_transform', 'xy']
 
 # %% ../nbs/api/05_features.ipynb #a9e0da06
 @dataclass
@@ -176,11 +177,18 @@ class ToText(_ColumnsTransformer):
                 out[:, j] = coerce_column(s, "categorical")[0].to_numpy(dtype=object)
         return out
 
-# %% ../nbs/api/05_features.ipynb #f3aab64a
+# %% ../nbs/api/05_features.ipynb #9197f17e
 DATETIME_PARTS = ("year", "month", "dayofweek", "hour", "days")
+SEASONAL_PARTS = ("month", "dayofweek", "hour")  # of the event time: no trend a model would extrapolate into the future
+
+def _date_part(s: pd.Series, part: str) -> pd.Series:
+    if part == "days": return (s - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+    return getattr(s.dt, "day_of_week" if part == "dayofweek" else part)
 
 class DatetimeFeatures(_ColumnsTransformer):
-    "Numeric parts of datetime columns: year, month, day of week, hour and days since 1970 (NaT → NaN)."
+    "Numeric parts of datetime columns (default: year, month, day of week, hour, days since 1970); NaT → NaN."
+    def __init__(self, parts: tuple[str, ...] = DATETIME_PARTS): self.parts = parts
+
     def transform(self, X):
         X = _frame(X)
         cols = []
@@ -189,16 +197,15 @@ class DatetimeFeatures(_ColumnsTransformer):
             if not pd.api.types.is_datetime64_any_dtype(s): s = pd.to_datetime(s, errors="coerce", format="mixed")
             if getattr(s.dt, "tz", None) is not None: s = s.dt.tz_convert(None)
             s = s.astype("datetime64[ns]")
-            days = (s - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
-            cols += [s.dt.year, s.dt.month, s.dt.day_of_week, s.dt.hour, days]
+            cols += [_date_part(s, p) for p in self.parts]
         if not cols: return np.empty((len(X), 0))
         return np.column_stack([v.to_numpy(dtype=float, na_value=np.nan) for v in cols])
 
     def get_feature_names_out(self, input_features=None):
         names = super().get_feature_names_out(input_features)
-        return np.asarray([f"{c}_{p}" for c in names for p in DATETIME_PARTS], dtype=object)
+        return np.asarray([f"{c}_{p}" for c in names for p in self.parts], dtype=object)
 
-# %% ../nbs/api/05_features.ipynb #1d7f1fc3
+# %% ../nbs/api/05_features.ipynb #0418d6a7
 SKOPS_TRUSTED_TYPES = [f"mlops_nb.features.{t}" for t in ("DatetimeFeatures", "ToFloat", "ToText")] + [
     "numpy.dtype"]  # SimpleImputer keeps the fitted dtype; skops 0.16 does not trust numpy.dtype by default
 
@@ -223,10 +230,12 @@ def build_preprocessor(schema: DataSchema, # the run's schema: `features` and th
         parts.append(("cat", Pipeline([("text", ToText()),
                                        ("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
                                        ("onehot", ohe)]), cat))
-    if dts:
-        parts.append(("dt", Pipeline([("parts", DatetimeFeatures()),
-                                      ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                                      *scale]), dts))
+    # the event time gives only seasonal parts: its trend (year, days) would be extrapolated on future rows
+    for name, cols, dparts in (("dt", [c for c in dts if c != schema.time_column], DATETIME_PARTS),
+                               ("time", [c for c in dts if c == schema.time_column], SEASONAL_PARTS)):
+        if cols: parts.append((name, Pipeline([("parts", DatetimeFeatures(dparts)),
+                                               ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                                               *scale]), cols))
     return ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0, verbose_feature_names_out=True)
 
 # %% ../nbs/api/05_features.ipynb #5e07447d
