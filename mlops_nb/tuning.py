@@ -153,8 +153,7 @@ class Family:
     def default_space(self, task: Task) -> dict:
         return dict(self.space_reg if task == "regression" else self.space_clf)
 
-# %% ../nbs/api/06_tuning.ipynb #29bc84a0
-_BALANCED = {"choices": [None, "balanced"]}
+# %% ../nbs/api/06_tuning.ipynb #ceae2bd5
 _HGB_SPACE = {"learning_rate": {"low": 0.03, "high": 0.3, "log": True},
               "max_iter": {"low": 50, "high": 250, "step": 50},
               "max_leaf_nodes": {"low": 8, "high": 48, "log": True},
@@ -169,14 +168,13 @@ _RF_SPACE = {"n_estimators": {"low": 50, "high": 200, "step": 50},
 
 FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("linear", LogisticRegression, Ridge, {},
-           space_clf={"C": {"low": 1e-3, "high": 100.0, "log": True}, "class_weight": _BALANCED},
+           space_clf={"C": {"low": 1e-3, "high": 100.0, "log": True}},
            space_reg={"alpha": {"low": 1e-3, "high": 1e3, "log": True}}, seeded=False),
     Family("hgb", HistGradientBoostingClassifier, HistGradientBoostingRegressor,
            {"early_stopping": True, "validation_fraction": 0.15, "n_iter_no_change": 10},
-           space_clf={**_HGB_SPACE, "class_weight": _BALANCED}, space_reg=_HGB_SPACE),
+           space_clf=_HGB_SPACE, space_reg=_HGB_SPACE),
     Family("rf", RandomForestClassifier, RandomForestRegressor, {},
-           space_clf={**_RF_SPACE, "class_weight": {"choices": [None, "balanced", "balanced_subsample"]}},
-           space_reg=_RF_SPACE, threaded=True),
+           space_clf=_RF_SPACE, space_reg=_RF_SPACE, threaded=True),
 ]}
 
 # %% ../nbs/api/06_tuning.ipynb #c185f072
