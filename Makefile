@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup run test test-nbs test-py sync-check docs readme bench clean-workspace
+.PHONY: setup run test test-nbs test-py sync-check export docs readme bench clean-workspace
 
 setup: $(STAMP)
 
@@ -25,6 +25,12 @@ test: setup sync-check docs test-nbs test-py
 
 sync-check: setup
 	$(BIN)/python tools/check_sync.py
+
+export: setup  # after editing notebooks: library code, clean notebooks, the packaged stage notebooks, the README
+	$(BIN)/nbdev-export
+	$(BIN)/nbdev-clean
+	$(BIN)/python tools/sync_stages.py
+	$(BIN)/python tools/readme.py
 
 test-nbs: setup
 	$(BIN)/nbdev-test --n-workers 2 --timing

@@ -1,4 +1,4 @@
-"""`mlops-nb run`, `validate`, `promote`, `rollback`: the pipeline from a terminal, CI or a scheduler
+"""`mlops-nb init`, `run`, `validate`, `promote`, `rollback`: the pipeline from a terminal, CI or a scheduler
 
 Docs: https://mlops-nb.github.io/mlops-nb/api/cli.html.md"""
 
@@ -16,7 +16,7 @@ import typer
 from .config import ConfigError, PipelineConfig, load_config
 
 # %% auto #0
-__all__ = ['app', 'run', 'validate', 'promote', 'rollback', 'models']
+__all__ = ['app', 'run', 'init', 'validate', 'promote', 'rollback', 'models']
 
 # %% ../nbs/api/11_cli.ipynb #7b513604
 app = typer.Typer(help="Notebook-first MLOps: run the pipeline, validate data, manage the model registry.",
@@ -79,6 +79,23 @@ def _print_run(s: dict) -> None:
         verdict = "promoted to champion" if m.get("promoted") else f"not promoted (failed: {', '.join(map(str, failed))})"
         say(f"model {m['name']} v{m['version']}: {verdict}")
     say(f"tracking: {s['tracking_uri']}")
+
+# %% ../nbs/api/11_cli.ipynb #6c4fffff
+@app.command()
+def init(folder: Path = typer.Argument(..., help="the project folder (created if missing)"),
+         data: Optional[Path] = typer.Option(None, "--data", help="the project's table (CSV/Parquet); default the demo data"),
+         target: Optional[str] = typer.Option(None, "--target", help="the label column of --data"),
+         name: Optional[str] = typer.Option(None, "--name", help="project, experiment and model name (default: the data file's)"),
+         force: bool = typer.Option(False, "--force", help="overwrite an existing pipeline.yaml and stage notebooks")):
+    "Start a project: a pipeline.yaml for your data and a copy of the stage notebooks to edit."
+    from mlops_nb.pipeline import init_project
+    try: made = init_project(folder, data, target, name, force)
+    except (ConfigError, FileExistsError) as e: _fail(str(e))
+    say = lambda m: typer.echo(m, err=True)
+    say(f"wrote {made['config']} (name: {made['name']})")
+    say(f"stage notebooks in {made['stages_dir']}: {len(made['copied'])} copied"
+        + (f", {len(made['kept'])} kept (--force overwrites them)" if made["kept"] else ""))
+    say(f"next: cd {folder} && mlops-nb run")
 
 # %% ../nbs/api/11_cli.ipynb #15f944fa
 @app.command()

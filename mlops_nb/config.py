@@ -7,6 +7,7 @@ Docs: https://mlops-nb.github.io/mlops-nb/api/config.html.md"""
 # %% ../nbs/api/00_config.ipynb #371e1a7e
 from __future__ import annotations
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,10 +15,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['Scenario', 'Family', 'Task', 'STAGES', 'DemoConfig', 'DataConfig', 'SplitConfig', 'ValidationConfig',
+__all__ = ['Scenario', 'Family', 'Task', 'STAGES', 'NAME_PATTERN', 'DemoConfig', 'DataConfig', 'SplitConfig', 'ValidationConfig',
            'AnalysisConfig', 'FeaturesConfig', 'TuningConfig', 'TrainingConfig', 'Bound', 'ChampionGate', 'GatesConfig',
            'RegistryConfig', 'PipelineConfig', 'ConfigError', 'validate_config', 'apply_overrides', 'data_overrides',
-           'load_config', 'dump_config', 'config_reference']
+           'name_from_path', 'load_config', 'dump_config', 'config_reference']
 
 # %% ../nbs/api/00_config.ipynb #bf4efb1d
 class _Section(BaseModel):
@@ -152,10 +153,12 @@ class RegistryConfig(_Section):
 # %% ../nbs/api/00_config.ipynb #60bb0b66
 Task = Literal["binary", "multiclass", "regression"]
 STAGES = ("gather", "validate", "analyze", "prepare", "tune", "train", "evaluate", "register")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # a name MLflow accepts as experiment and registered model, and a file name
 
 class PipelineConfig(_Section):
     "The validated contents of `pipeline.yaml`."
-    name: str = Field("credit-risk", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="project name")
+    name: str = Field("credit-risk", pattern=NAME_PATTERN,
+        description="project name: MLflow experiment and registered model; with `--data` the data file's name")
     seed: int = Field(42, description="seed of every random choice")
     workspace: str = Field(".mlops", description="folder holding everything a run makes")
     tracking_uri: str | None = Field(None,
@@ -171,6 +174,9 @@ class PipelineConfig(_Section):
     protected: list[str] = Field([], description="protected attributes: sliced and checked for fairness, not used as features")
     drop: list[str] = Field([], description="columns never used as features")
     stages: list[str] = Field(list(STAGES), description="stages `mlops-nb run` executes, in order")
+    stages_dir: str | None = Field(None,
+        description="folder of the project's own stage notebooks (relative to the config file, as `mlops-nb init` "
+                    "writes it); default the stage notebooks shipped with mlops-nb")
     split: SplitConfig = SplitConfig()
     validation: ValidationConfig = ValidationConfig()
     analysis: AnalysisConfig = AnalysisConfig()
@@ -263,6 +269,12 @@ def data_overrides(data: str | Path) -> list[str]:
     if ".tsv" in suffixes: out.append("data.read_options={sep: \"\\t\"}")
     return out
 
+def name_from_path(data: str | Path) -> str:
+    "A project name from a data file's name (`Loan Book 2024.csv` → `Loan-Book-2024`), fit for `NAME_PATTERN`."
+    p = Path(data)
+    stem = p.name.removesuffix("".join(s for s in p.suffixes if s.lower() in _SUFFIX_SOURCE))
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-_.") or "table"
+
 # %% ../nbs/api/00_config.ipynb #f7726ff0
 def load_config(path: str | Path | None = None, # `pipeline.yaml`; None for defaults (demo data)
                 overrides: list[str] | tuple[str, ...] = (), # `dotted.key=value` overrides
@@ -283,6 +295,7 @@ def load_config(path: str | Path | None = None, # `pipeline.yaml`; None for defa
     if data is not None:
         ov = data_overrides(data) + ov
         if target is None: raise ConfigError("--data needs --target: the name of the label column")
+        if "name" not in raw: ov = [f"name={name_from_path(data)}"] + ov  # a `-p name=…` later in `ov` still wins
     if target is not None: ov = [f"target={target}"] + ov
     for var, key in (("MLOPS_NB_TRACKING_URI", "tracking_uri"), ("MLOPS_NB_OPTUNA_STORAGE", "tuning.storage")):
         if env.get(var): ov = [f"{key}={env[var]}"] + ov
@@ -297,6 +310,7 @@ def dump_config(cfg: PipelineConfig, path: str | Path) -> Path:
     d["artifact_location"] = cfg.artifacts
     d["tuning"]["storage"] = cfg.optuna_storage
     if cfg.data.path: d["data"]["path"] = str(cfg.path(cfg.data.path))
+    if cfg.stages_dir: d["stages_dir"] = str(cfg.path(cfg.stages_dir))
     Path(path).write_text(yaml.safe_dump(d, sort_keys=False), encoding="utf-8")
     return Path(path)
 

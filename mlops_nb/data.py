@@ -11,7 +11,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field, asdict
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from .config import DataConfig, PipelineConfig
 # %% auto #0
 __all__ = ['EMPLOYMENT', 'HOME_OWNERSHIP', 'PURPOSE', 'REGION', 'CHANNEL', 'TERMS', 'SCENARIOS', 'make_credit_data',
            'labels_as_of', 'DataSourceError', 'read_csv', 'read_parquet', 'read_sql', 'read_source', 'describe_source',
-           'content_hash', 'Snapshot', 'snapshot', 'load_snapshot', 'gather', 'log_lineage']
+           'write_json', 'Record', 'content_hash', 'Snapshot', 'snapshot', 'load_snapshot', 'gather', 'log_lineage']
 
 # %% ../nbs/api/01_data.ipynb #c7cdee0d
 EMPLOYMENT = ["salaried", "self_employed", "unemployed", "retired"]
@@ -270,6 +270,44 @@ def describe_source(data: DataConfig, cfg: PipelineConfig | str | Path = ".") ->
     if data.read_options: d["read_options"] = data.read_options
     return d
 
+# %% ../nbs/api/01_data.ipynb #0ed2d622
+def _jsonable(o):
+    if isinstance(o, np.generic): return o.item()
+    if isinstance(o, np.ndarray): return o.tolist()
+    if isinstance(o, (Path, datetime)): return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+def write_json(path: str | Path, obj) -> Path:
+    "Write `obj` as JSON atomically (a crash never leaves half a file)."
+    tmp = Path(path).with_suffix(Path(path).suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=_jsonable), encoding="utf-8")
+    os.replace(tmp, path)
+    return Path(path)
+
+class Record:
+    "Base of a dataclass one stage hands the next as a JSON file: `rec.save(path)`, `Cls.load(path)`."
+    def to_dict(self) -> dict:
+        "JSON-ready fields."
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        "The record from `to_dict`'s fields; unknown keys are ignored, missing required ones are an error."
+        need = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING and f.name not in d]
+        if need: raise ValueError(f"{cls.__name__} record lacks {need}; write it with {cls.__name__}.save")
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+    def save(self, path: str | Path) -> Path:
+        "Write the record as JSON, atomically."
+        return write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path):
+        "Read a record written by `save`."
+        p = Path(path)
+        if not p.is_file(): raise FileNotFoundError(f"{cls.__name__} record {p} not found; run the stage that writes it first")
+        return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
+
 # %% ../nbs/api/01_data.ipynb #766a94d1
 def content_hash(df: pd.DataFrame, # the table
                  n: int = 16, # hex digits kept
@@ -281,23 +319,30 @@ def content_hash(df: pd.DataFrame, # the table
     return h.hexdigest()[:n]
 
 @dataclass
-class Snapshot:
-    "An immutable, content-addressed table in the workspace."
+class Snapshot(Record):
+    "An immutable, content-addressed table in the workspace, and its lineage: the record `gather` hands on."
     id: str
     path: Path
     rows: int
     columns: list[str]
     dtypes: dict[str, str] = field(default_factory=dict)
     new: bool = False  # True when this call wrote the file, False when it existed already
+    source: dict = field(default_factory=dict)  # where it came from (`describe_source`), set by `gather`
+    created: str | None = None  # when it was gathered (UTC, ISO), set by `gather`
 
-    def load(self) -> pd.DataFrame:
-        "Read the snapshot back."
+    def read(self) -> pd.DataFrame:
+        "Read the table back."
         return read_parquet(self.path)
 
     def to_dict(self) -> dict:
-        "JSON-ready fields (what `snapshot.json` holds)."
-        return {"snapshot_id": self.id, "path": str(self.path), "rows": self.rows, "columns": self.columns,
-                "dtypes": self.dtypes}
+        "JSON-ready fields (what `snapshot.json` holds), the id as `snapshot_id`."
+        d = super().to_dict()
+        return {"snapshot_id": d.pop("id"), **d, "path": str(self.path)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Snapshot:
+        d = {**d, "id": d.get("snapshot_id"), "path": Path(d.get("path", ""))}
+        return super().from_dict(d)
 
 # %% ../nbs/api/01_data.ipynb #dd8d5c86
 def snapshot(df: pd.DataFrame, # the gathered table
@@ -322,35 +367,34 @@ def snapshot(df: pd.DataFrame, # the gathered table
     snap.new = True
     return snap
 
-def load_snapshot(ref: str | Path, # a snapshot id or path, a `snapshot.json` of the gather stage, or a Parquet/CSV table
+def load_snapshot(ref: Snapshot | str | Path, # a `Snapshot`, its `snapshot.json`, a snapshot id or path, or a Parquet/CSV table
                   folder: str | Path | None = None, # the snapshots folder, needed when `ref` is an id
                  ) -> pd.DataFrame:
-    "Read a snapshot by id, path or `snapshot.json`."
+    "Read a snapshot's table from its record, id or path."
+    if isinstance(ref, Snapshot): return ref.read()
     p = Path(ref)
     if p.suffix.lower() == ".json":
         if not p.is_file(): raise DataSourceError(f"snapshot record {p} not found; run the gather stage first", "missing", str(p))
-        p = Path(json.loads(p.read_text(encoding="utf-8"))["path"])
+        return Snapshot.load(p).read()
     if not p.suffix and folder is not None: p = Path(folder) / f"{ref}.parquet"
     if p.suffix.lower() in (".csv", ".tsv", ".txt"): return read_csv(p, **({"sep": "\t"} if p.suffix.lower() == ".tsv" else {}))
     return read_parquet(p)
 
 # %% ../nbs/api/01_data.ipynb #efc418e2
 def gather(cfg: PipelineConfig, # the pipeline config: `data` section and workspace
-          ) -> tuple[pd.DataFrame, Snapshot, dict]:
-    "Read the configured source and snapshot it into `<workspace>/snapshots`; return the table, snapshot and lineage."
+          ) -> tuple[pd.DataFrame, Snapshot]:
+    "Read the configured source and snapshot it into `<workspace>/snapshots`; return the table and its `Snapshot`."
     df = read_source(cfg.data, cfg)
     snap = snapshot(df, cfg.workspace_path / "snapshots")
-    lineage = {"source": describe_source(cfg.data, cfg), "snapshot_id": snap.id, "path": str(snap.path),
-               "rows": snap.rows, "columns": snap.columns, "dtypes": snap.dtypes, "new": snap.new,
-               "gathered_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    return snap.load(), snap, lineage
+    snap.source, snap.created = describe_source(cfg.data, cfg), datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return snap.read(), snap
 
-def log_lineage(lineage: dict) -> None:
-    "Log `lineage` (from `gather`) to the active MLflow run: params, tags and the `lineage.json` artifact."
+def log_lineage(snap: Snapshot) -> None:
+    "Log the lineage of `snap` (from `gather`) to the active MLflow run: params, tags and the `lineage.json` artifact."
     import mlflow
-    src = lineage["source"]
+    src = snap.source
     where = src.get("path") or src.get("url") or f"demo(seed={src.get('seed')}, scenario={src.get('scenario')})"
-    mlflow.log_params({"data.source": src["source"], "data.snapshot_id": lineage["snapshot_id"],
-                       "data.rows": lineage["rows"], "data.columns": len(lineage["columns"])})
-    mlflow.set_tags({"data.snapshot_id": lineage["snapshot_id"], "data.location": str(where)[:500]})
-    mlflow.log_dict(lineage, "lineage.json")
+    mlflow.log_params({"data.source": src.get("source"), "data.snapshot_id": snap.id, "data.rows": snap.rows,
+                       "data.columns": len(snap.columns)})
+    mlflow.set_tags({"data.snapshot_id": snap.id, "data.location": str(where)[:500]})
+    mlflow.log_dict(snap.to_dict(), "lineage.json")

@@ -6,8 +6,11 @@ Docs: https://mlops-nb.github.io/mlops-nb/api/pipeline.html.md"""
 
 # %% ../nbs/api/10_pipeline.ipynb #ce39b441
 from __future__ import annotations
+import ast
+import importlib.resources
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -17,14 +20,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
-from .config import STAGES, PipelineConfig, dump_config, load_config
+import yaml
+
+from .config import (STAGES, ConfigError, PipelineConfig, apply_overrides, data_overrides, dump_config,
+                             load_config, name_from_path, validate_config)
+from .data import write_json
 
 # %% auto #0
-__all__ = ['DAG', 'STAGE', 'STAGE_KERNEL_ENV', 'Stage', 'check_dag', 'stages_dir', 'new_run_id', 'latest_run_dir', 'write_json',
-           'ensure_experiment', 'StageContext', 'open_stage', 'prepare_run', 'build_summary', 'IPCKernelManager',
-           'run_stage', 'run_pipeline']
+__all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'UNLOGGED_SUFFIXES', 'STAGE_KERNEL_ENV', 'PROJECT_HEADER', 'Stage',
+           'notebook_parameters', 'check_stage_notebook', 'check_dag', 'packaged_stages_dir', 'stages_dir',
+           'describe_stages', 'new_run_id', 'latest_run_dir', 'ensure_experiment', 'StageContext', 'open_stage',
+           'prepare_run', 'build_summary', 'IPCKernelManager', 'run_stage', 'run_pipeline', 'init_project']
 
 # %% ../nbs/api/10_pipeline.ipynb #aa0a1c80
 @dataclass(frozen=True)
@@ -39,14 +46,15 @@ _SCHEMA = {"schema_path": "validate/schema.json"}
 DAG: tuple[Stage, ...] = (
     Stage("gather", "01_gather.ipynb", {}, ("snapshot.json",)),
     Stage("validate", "02_validate.ipynb", {"snapshot_path": "gather/snapshot.json"},
-          ("schema.json", "clean.parquet", "quarantine.parquet", "validation.json")),
+          ("schema.json", "pandera.yaml", "clean.parquet", "quarantine.parquet", "validation.json")),
     Stage("analyze", "03_analyze.ipynb", {"clean_path": "validate/clean.parquet", **_SCHEMA}, ("analysis.json",)),
     Stage("prepare", "04_prepare.ipynb", {"clean_path": "validate/clean.parquet", **_SCHEMA},
           ("train.parquet", "valid.parquet", "test.parquet", "preprocessor.joblib", "split.json")),
     Stage("tune", "05_tune.ipynb", {"train_path": "prepare/train.parquet", "valid_path": "prepare/valid.parquet",
                                     **_SCHEMA}, ("best.json",)),
     Stage("train", "06_train.ipynb", {"train_path": "prepare/train.parquet", "valid_path": "prepare/valid.parquet",
-                                      **_SCHEMA, "best_path": "tune/best.json"}, ("model.json",)),
+                                      **_SCHEMA, "best_path": "tune/best.json", "snapshot_path": "gather/snapshot.json"},
+          ("model.json",)),
     Stage("evaluate", "07_evaluate.ipynb", {"train_path": "prepare/train.parquet", "test_path": "prepare/test.parquet", **_SCHEMA,
                                             "model_path": "train/model.json"}, ("evaluation.json",)),
     Stage("register", "08_register.ipynb", {"model_path": "train/model.json",
@@ -56,22 +64,60 @@ STAGE = {s.name: s for s in DAG}
 assert tuple(STAGE) == STAGES, "config.STAGES and the DAG must list the same stages in the same order"
 
 # %% ../nbs/api/10_pipeline.ipynb #d719bd92
-def check_dag(dag: tuple[Stage, ...] = DAG) -> None:
-    "Every input must be a product of an earlier stage."
+RUNNER_PARAMETERS = ("config_path", "run_dir", "mlflow_run_id")  # what the runner passes every stage besides its inputs
+
+def notebook_parameters(path: str | Path) -> list[str]:
+    "The names assigned in the notebook's one cell tagged `parameters` (papermill's)."
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1: raise ValueError(f"{path}: expected one cell tagged 'parameters', found {len(cells)}")
+    src = cells[0]["source"]
+    tree = ast.parse("".join(src) if isinstance(src, list) else src)
+    return [t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)]
+
+def check_stage_notebook(stage: Stage, nb_dir: str | Path) -> None:
+    "The stage's notebook exists and its `parameters` cell declares exactly the runner's parameters and the stage's inputs."
+    path = Path(nb_dir) / stage.notebook
+    if not path.is_file(): raise FileNotFoundError(f"stage '{stage.name}': notebook {path} not found")
+    declared, expected = set(notebook_parameters(path)), {*RUNNER_PARAMETERS, *stage.inputs}
+    extra, lacking = sorted(declared - expected), sorted(expected - declared)
+    if extra or lacking:
+        what = " and ".join(([f"declares {extra}, which the DAG does not pass"] if extra else []) +
+                            ([f"lacks {lacking}"] if lacking else []))
+        raise ValueError(f"stage '{stage.name}': the parameters cell of {path} {what}; declare every file a stage "
+                         "reads as an input of its Stage in the DAG and as a parameter of its notebook")
+
+def check_dag(dag: tuple[Stage, ...] = DAG, # the stages, in order
+              nb_dir: str | Path | None = None, # also check the parameters cells of the stage notebooks in this folder
+             ) -> None:
+    "Every input must be a product of an earlier stage, and a parameter of the stage's notebook."
     made = set()
     for s in dag:
         for param, product in s.inputs.items():
             if product not in made:
                 raise ValueError(f"stage '{s.name}' reads {product} ({param}) which no earlier stage writes")
+        if nb_dir is not None: check_stage_notebook(s, nb_dir)
         made |= {f"{s.name}/{p}" for p in s.products}
 
 # %% ../nbs/api/10_pipeline.ipynb #f4559bfb
-def stages_dir() -> Path:
-    "The folder of the stage notebooks (`nbs/stages` of the project checkout)."
-    here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
-    for d in (here, *here.parents):
-        if (d / "nbs" / "stages").is_dir(): return d / "nbs" / "stages"
-    raise FileNotFoundError("nbs/stages not found: run from a checkout of the mlops-nb project")
+def packaged_stages_dir() -> Path:
+    "The stage notebooks shipped with the package (`mlops_nb/stages`, package data found with `importlib.resources`)."
+    d = Path(str(importlib.resources.files("mlops_nb") / "stages"))
+    if not d.is_dir(): raise FileNotFoundError(f"{d} not found: this installation of mlops-nb lacks its stage notebooks; "
+                                               "reinstall it (in a checkout: python tools/sync_stages.py)")
+    return d
+
+def stages_dir(cfg: PipelineConfig | None = None) -> Path:
+    "The stage notebooks a run uses: the project's own (`stages_dir` in `pipeline.yaml`) when set, else the packaged ones."
+    if cfg is None or not cfg.stages_dir: return packaged_stages_dir()
+    d = cfg.path(cfg.stages_dir)
+    if not d.is_dir(): raise FileNotFoundError(f"stages_dir {d} not found; copy the stage notebooks there with "
+                                               "`mlops-nb init`, or remove stages_dir to use the packaged ones")
+    return d
+
+def describe_stages(cfg: PipelineConfig | None = None) -> dict:
+    "Which stage notebooks a run uses: `{source: project|packaged, path}`."
+    return {"source": "project" if cfg is not None and cfg.stages_dir else "packaged", "path": str(stages_dir(cfg))}
 
 def new_run_id() -> str:
     "A sortable, unique run id: UTC time plus a random suffix."
@@ -89,19 +135,6 @@ def _find_config(start: Path) -> Path | None:
         if (d / "pipeline.yaml").is_file(): return d / "pipeline.yaml"
     return None
 
-def _jsonable(o):
-    if isinstance(o, np.generic): return o.item()
-    if isinstance(o, np.ndarray): return o.tolist()
-    if isinstance(o, (Path, datetime)): return str(o)
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
-
-def write_json(path: Path, obj) -> Path:
-    "Write `obj` as JSON atomically (a crash never leaves half a file)."
-    tmp = Path(path).with_suffix(Path(path).suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_jsonable), encoding="utf-8")
-    os.replace(tmp, path)
-    return Path(path)
-
 # %% ../nbs/api/10_pipeline.ipynb #12a96e03
 def ensure_experiment(cfg: PipelineConfig, client=None) -> str:
     "The id of the project's MLflow experiment, created with the workspace's artifact root if missing."
@@ -111,6 +144,8 @@ def ensure_experiment(cfg: PipelineConfig, client=None) -> str:
     return exp.experiment_id if exp else client.create_experiment(cfg.name, artifact_location=cfg.artifacts)
 
 # %% ../nbs/api/10_pipeline.ipynb #626bf131
+UNLOGGED_SUFFIXES = (".parquet",)  # data tables stay in the workspace (they can be large); MLflow gets their record
+
 class StageContext:
     "What a running stage needs: config, folders, inputs, outputs, its MLflow run, and its result."
     def __init__(self, stage: str, cfg: PipelineConfig, run_dir: Path, mlflow_run_id: str | None = None):
@@ -157,9 +192,52 @@ class StageContext:
         self.mlflow_run_id = run.info.run_id
         return self.mlflow_run_id
 
+    def write_product(self, name: str, # a product the DAG declares for this stage, e.g. `model.json`
+                      obj, # a record (anything with `save(path)`), a dict, a DataFrame, a figure, a fitted object for `.joblib`, or the path it was written to
+                     ) -> Path:
+        "Write one declared product into the stage's folder; return its path."
+        if name not in self.stage.products:
+            raise ValueError(f"stage '{self.stage.name}' declares no product '{name}'; products: {list(self.stage.products)}; "
+                             "declare it in the DAG (mlops_nb.pipeline.DAG) first")
+        p = self.output(name)
+        if isinstance(obj, (str, Path)):
+            if Path(obj).resolve() != p.resolve() or not p.exists(): raise ValueError(f"product {name}: expected {p}, got {obj}")
+        elif hasattr(obj, "save"): obj.save(p)
+        elif hasattr(obj, "savefig"): obj.savefig(p, bbox_inches="tight")
+        elif hasattr(obj, "to_parquet"): obj.to_parquet(p)
+        elif p.suffix == ".json": write_json(p, obj)
+        elif p.suffix == ".joblib":
+            import joblib
+            joblib.dump(obj, p)
+        else: raise TypeError(f"product {name}: cannot write a {type(obj).__name__}; give a record, dict, DataFrame or path")
+        return p
+
+    def publish(self, products: dict[str, Any] | None = None, # product name → what to write (see `write_product`); None: made elsewhere
+                figures: dict[str, Any] | None = None, # name → matplotlib figure, logged as `<name>.png`
+                params: dict | None = None, # MLflow parameters of the stage's run
+                metrics: dict | None = None, # MLflow metrics of the stage's run
+                tags: dict | None = None, # MLflow tags of the stage's run
+                result: dict | None = None, # merged into `result.json`, which the runner folds into `summary.json`
+                finish: bool = True, # then end the stage's MLflow run (`finish`)
+               ) -> list[str]:
+        "The stage's last call: write its products, log them and the rest to its MLflow run, merge its result."
+        written = {n: self.write_product(n, o) for n, o in (products or {}).items() if o is not None}
+        import mlflow
+        if mlflow.active_run() is not None:
+            for p in written.values():
+                if p.suffix not in UNLOGGED_SUFFIXES: mlflow.log_artifact(str(p))
+            for name, fig in (figures or {}).items(): mlflow.log_figure(fig, f"{name}.png")
+            if params: mlflow.log_params(params)
+            if metrics: mlflow.log_metrics(metrics)
+            if tags: mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        self.log_result(**(result or {}))
+        if finish: self.finish()
+        return sorted(written)  # the products written: the report's last output
+
     def finish(self) -> None:
         "Log the result as an artifact and end the stage's MLflow run."
         import mlflow
+        if mlflow.active_run() is None: return
         if self.result_path.exists(): mlflow.log_artifact(str(self.result_path))
         mlflow.end_run()
 
@@ -250,7 +328,7 @@ def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: Path, client, experime
               nb_dir: Path | None = None) -> dict:
     "Execute one stage notebook with papermill inside its own MLflow child run; return its status record."
     import papermill as pm
-    nb_dir = nb_dir or stages_dir()
+    nb_dir = nb_dir or stages_dir(cfg)
     child = client.create_run(experiment_id, run_name=stage.name,
                               tags={"mlflow.parentRunId": parent_run_id, "mlops_nb.stage": stage.name})
     out_nb = Path(run_dir) / f"{stage.notebook.split('_')[0]}_{stage.name}.ipynb"
@@ -288,13 +366,16 @@ def run_pipeline(cfg: PipelineConfig, # the validated configuration
                  run_id: str | None = None, # reuse/resume this run (default: a new run)
                  resume: bool = False, # skip stages that already succeeded in `run_id`
                  echo: Callable[[str], None] = _echo_stderr, # where progress lines go
-                 nb_dir: Path | None = None, # folder of the stage notebooks (default `nbs/stages`)
+                 nb_dir: Path | None = None, # folder of the stage notebooks (default `stages_dir(cfg)`)
                 ) -> dict:
     "Run the pipeline's stage notebooks with papermill; return (and write) the run's summary."
     import mlflow
     from mlflow.tracking import MlflowClient
     if resume and not run_id: raise ValueError("resume needs the run id of the run to resume")
     chosen = _select(stages, cfg)
+    notebooks = {"source": "given", "path": str(nb_dir)} if nb_dir else describe_stages(cfg)
+    nb_dir = Path(notebooks["path"])
+    for s in chosen: check_stage_notebook(s, nb_dir)  # a notebook at odds with the DAG fails before anything runs
     run_id = run_id or new_run_id()
     run_dir = cfg.workspace_path / "runs" / run_id
     previous = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
@@ -311,7 +392,8 @@ def run_pipeline(cfg: PipelineConfig, # the validated configuration
     t0, records, status = time.perf_counter(), [], "succeeded"
     summarise = lambda st: write_json(run_dir / "summary.json", build_summary(
         run_id, run_dir, cfg, records, st, mlflow_run_id=parent_id, experiment_id=exp_id,
-        seconds=round(time.perf_counter() - t0, 2)))
+        seconds=round(time.perf_counter() - t0, 2), stage_notebooks=notebooks))
+    echo(f"stage notebooks: {notebooks['source']} ({nb_dir})")
     for i, stage in enumerate(chosen, 1):
         if stage.name in done:
             records.append({**done[stage.name], "status": "succeeded", "resumed": True})
@@ -333,3 +415,44 @@ def run_pipeline(cfg: PipelineConfig, # the validated configuration
     client.log_artifact(parent_id, str(run_dir / "summary.json"))
     client.set_terminated(parent_id, "FINISHED" if status == "succeeded" else "FAILED")
     return summary
+
+# %% ../nbs/api/10_pipeline.ipynb #1ce4f073
+PROJECT_HEADER = """# mlops-nb project, made by `mlops-nb init`: run the pipeline here with `mlops-nb run`.
+# Every key, its default and meaning: the Configuration page of the docs. `stages_dir` is this project's copy of the
+# stage notebooks (edit them freely; remove the key to run the notebooks shipped with mlops-nb).
+"""
+
+def _project_config(folder: Path, data: str | Path | None, target: str | None, name: str | None) -> dict:
+    "The `pipeline.yaml` mapping of a new project; the data path is kept relative when the table is inside `folder`."
+    if data is None:
+        raw = {"name": name or name_from_path(folder)}
+        if target is not None: raw["target"] = target
+        return {**raw, "stages_dir": "stages"}
+    if target is None: raise ConfigError("--data needs --target: the name of the label column")
+    p = Path(data).resolve()
+    if not p.is_file(): raise ConfigError(f"--data {data}: file not found")
+    raw = apply_overrides({"name": name or name_from_path(p)}, data_overrides(p))
+    if p.is_relative_to(folder): raw["data"]["path"] = str(p.relative_to(folder))
+    return {**raw, "target": target, "stages_dir": "stages"}
+
+def init_project(folder: str | Path, # the project folder, created if missing
+                 data: str | Path | None = None, # the project's table (CSV/Parquet); None: the built-in demo data
+                 target: str | None = None, # the label column of `data`
+                 name: str | None = None, # project, MLflow experiment and model name; default the data file's (else the folder's) name
+                 force: bool = False, # overwrite an existing pipeline.yaml and stage notebooks
+                ) -> dict:
+    "Start a project in `folder`: a `pipeline.yaml` for its data and a copy of the stage notebooks to edit."
+    folder = Path(folder).resolve()
+    cfg_path, nb_dir = folder / "pipeline.yaml", folder / "stages"
+    if cfg_path.is_file() and cfg_path.read_text(encoding="utf-8").strip() and not force:
+        raise FileExistsError(f"{cfg_path} exists already; edit it, or pass --force to overwrite it")
+    raw = _project_config(folder, data, target, name)
+    validate_config(raw, str(cfg_path), folder)  # a bad name or target fails before anything is written
+    nb_dir.mkdir(parents=True, exist_ok=True)
+    copied, kept = [], []
+    for src in sorted(packaged_stages_dir().glob("*.ipynb")):
+        if (nb_dir / src.name).exists() and not force: kept.append(src.name); continue
+        shutil.copyfile(src, nb_dir / src.name); copied.append(src.name)
+    cfg_path.write_text(PROJECT_HEADER + yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    if not (folder / ".gitignore").exists(): (folder / ".gitignore").write_text(".mlops/\n", encoding="utf-8")
+    return {"config": cfg_path, "stages_dir": nb_dir, "copied": copied, "kept": kept, "name": raw["name"]}

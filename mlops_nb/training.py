@@ -28,7 +28,7 @@ from .tuning import fit_quietly, get_metric, make_estimator, score_model, thread
 # %% auto #0
 __all__ = ['FAMILY_TRUSTED_TYPES', 'MODEL_PACKAGES', 'build_model', 'fit_model', 'refit_rows', 'notebook_hash', 'notebook_hashes',
            'git_commit', 'find_stages_dir', 'trusted_types', 'model_requirements', 'model_signature', 'log_model',
-           'log_provenance', 'LoadChecker', 'check_load']
+           'log_provenance', 'LoadChecker', 'check_load', 'TrainedModel']
 
 # %% ../nbs/api/07_training.ipynb #0ef3e373
 def build_model(family: str, # model family (`linear`, `hgb`, `rf`)
@@ -217,3 +217,21 @@ class LoadChecker:
 def check_load(model_uri: str, model: Pipeline, X: pd.DataFrame, tracking_uri: str, timeout_s: float = 120) -> dict:
     "Load `model_uri` in a fresh process with pyfunc and sklearn; raise unless both predict as `model` does."
     return LoadChecker(tracking_uri).check(model_uri, model, X, timeout_s)
+
+# %% ../nbs/api/07_training.ipynb #3d428155
+from dataclasses import dataclass, field
+from .data import Record
+
+@dataclass
+class TrainedModel(Record):
+    "The trained model as the `train` stage hands it on (`model.json`)."
+    model_uri: str  # `models:/m-…`, what `mlflow.pyfunc.load_model` takes
+    model_id: str | None  # MLflow's logged-model id
+    run_id: str  # the MLflow run the model was logged in
+    family: str  # model family, e.g. `hgb`
+    params: dict = field(default_factory=dict)  # the estimator's hyper-parameters
+    metric: str | None = None  # the tuning objective
+    scores: dict[str, float] = field(default_factory=dict)  # `valid` (fit on train, scored on validation) and `cv`
+    refit_on: str = "train+valid"  # rows of the final fit (`training.refit_on`)
+    rows: int = 0  # rows of the final fit
+    snapshot_id: str | None = None  # the data snapshot the rows come from

@@ -268,7 +268,7 @@ def test_every_kind_at_once(ref, cfg, tmp_path, batch):
 # --- the stage's strict mode and the demo's quality incident -------------------------------------------------------
 
 def test_strict_mode_raises_with_a_clear_message(ref, cfg, batch):
-    schema = infer_schema(ref.load(), cfg)
+    schema = infer_schema(ref.read(), cfg)
     with pytest.raises(BatchRejected) as e:
         validate_batch(batch.drop(columns="age"), schema, cfg.validation)
     assert "missing_columns" in str(e.value) and "['age']" in str(e.value)

@@ -1,4 +1,5 @@
-"""Fail when `nbdev-export`, `nbdev-clean` or the README generator would change the checkout.
+"""Fail when `nbdev-export`, `nbdev-clean`, the packaged stage notebooks' sync or the README generator would change
+the checkout.
 
 Runs them on a copy of the tracked and untracked (not ignored) files, so the developer's tree is never touched.
 """
@@ -16,14 +17,16 @@ with tempfile.TemporaryDirectory() as d:
         (copy / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / f, copy / f)
     for cmd in ([str(bin_dir / "nbdev-export")], [str(bin_dir / "nbdev-clean")],
+                [sys.executable, str(copy / "tools" / "sync_stages.py")],  # mlops_nb/stages/ = nbs/stages/ after cleaning
                 [sys.executable, str(copy / "tools" / "readme.py")]):
         subprocess.run(cmd, cwd=copy, check=True, capture_output=True)
     changed = [f for f in sorted(set(files) | {str(p.relative_to(copy)) for p in copy.rglob("*") if p.is_file()})
                if not f.startswith(("_proc/", "_docs/")) and "__pycache__" not in f
                and not ((root / f).is_file() and (copy / f).is_file() and filecmp.cmp(root / f, copy / f, shallow=False))]
     if changed:
-        print("nbdev-export / nbdev-clean / tools/readme.py would change these files:\n  " + "\n  ".join(changed))
-        print("Run `nbdev-export && nbdev-clean && make readme`, review the diff (hand edits of mlops_nb/*.py are lost "
-              "on export: move them into the notebook), and commit.")
+        print("nbdev-export / nbdev-clean / tools/sync_stages.py / tools/readme.py would change these files:\n  "
+              + "\n  ".join(changed))
+        print("Run `make export` (nbdev-export, nbdev-clean, tools/sync_stages.py, tools/readme.py), review the diff "
+              "(hand edits of mlops_nb/*.py or mlops_nb/stages/ are lost: edit the notebooks in nbs/), and commit.")
         sys.exit(1)
-print(f"in sync: {len(files)} files checked (export, clean, README)")
+print(f"in sync: {len(files)} files checked (export, clean, packaged stage notebooks, README)")
