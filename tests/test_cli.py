@@ -35,6 +35,20 @@ def test_unknown_stage(tmp_path):
     assert r.returncode == 2 and "unknown stage(s) ['deploy']" in r.stderr
 
 
+def test_init_and_a_notebook_at_odds_with_the_dag(tmp_path):
+    "A project's stage notebook that reads a file its Stage does not declare is refused before anything runs."
+    _table().to_csv(tmp_path / "loans.csv", index=False)
+    r = mlops("init", tmp_path / "proj", "--data", tmp_path / "loans.csv", "--target", "default", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "name: loans" in (tmp_path / "proj" / "pipeline.yaml").read_text()
+    train = tmp_path / "proj" / "stages" / "06_train.ipynb"
+    train.write_text(train.read_text().replace("snapshot_path = None", "extra_path = None"))
+    r = mlops("run", cwd=tmp_path / "proj")
+    assert r.returncode == 2, r.stderr
+    assert "declares ['extra_path'], which the DAG does not pass and lacks ['snapshot_path']" in r.stderr
+    assert not (tmp_path / "proj" / ".mlops" / "runs").exists()
+
+
 def _table(n=300, seed=0):
     rng = np.random.default_rng(seed)
     return pd.DataFrame({"loan_id": [f"L{i}" for i in range(n)], "amount": rng.gamma(2, 1000, n).round(2),
