@@ -148,9 +148,10 @@ UNLOGGED_SUFFIXES = (".parquet",)  # data tables stay in the workspace (they can
 
 class StageContext:
     "What a running stage needs: config, folders, inputs, outputs, its MLflow run, and its result."
-    def __init__(self, stage: str, cfg: PipelineConfig, run_dir: Path, mlflow_run_id: str | None = None):
+    def __init__(self, stage: str, cfg: PipelineConfig, run_dir: Path, mlflow_run_id: str | None = None,
+                 config_file: Path | None = None): # the config file `cfg` was read from (the run's copy under the runner)
         if stage not in STAGE: raise ValueError(f"unknown stage '{stage}'; stages: {list(STAGE)}")
-        self.stage, self.cfg, self.run_dir = STAGE[stage], cfg, Path(run_dir)
+        self.stage, self.cfg, self.run_dir, self.config_file = STAGE[stage], cfg, Path(run_dir), config_file
         self.dir = self.run_dir / stage
         self.dir.mkdir(parents=True, exist_ok=True)
         self.mlflow_run_id = mlflow_run_id
@@ -251,12 +252,13 @@ def open_stage(stage: str, # stage name, e.g. `validate`
     "Open the context of a stage notebook, from the runner's parameters or interactively."
     if config_path is None and run_dir is not None and (Path(run_dir) / "config.yaml").exists():
         config_path = Path(run_dir) / "config.yaml"
-    cfg = load_config(config_path or _find_config(Path.cwd()))
+    config_path = config_path or _find_config(Path.cwd())
+    cfg = load_config(config_path)
     if run_dir is None:
         latest = latest_run_dir(cfg.workspace_path)
         if stage == DAG[0].name or latest is None: run_dir = prepare_run(cfg)
         else: run_dir = latest
-    ctx = StageContext(stage, cfg, Path(run_dir), mlflow_run_id)
+    ctx = StageContext(stage, cfg, Path(run_dir), mlflow_run_id, Path(config_path) if config_path else None)
     if mlflow: ctx.start_mlflow()
     return ctx
 
