@@ -219,10 +219,14 @@ class StageContext:
                 metrics: dict | None = None, # MLflow metrics of the stage's run
                 tags: dict | None = None, # MLflow tags of the stage's run
                 result: dict | None = None, # merged into `result.json`, which the runner folds into `summary.json`
-                finish: bool = True, # then end the stage's MLflow run (`finish`)
+                finish: bool = True, # the stage's last call: check every declared product is accounted for, end the MLflow run
                ) -> list[str]:
         "The stage's last call: write its products, log them and the rest to its MLflow run, merge its result."
         written = {n: self.write_product(n, o) for n, o in (products or {}).items() if o is not None}
+        unmade = [n for n in self.stage.products if n not in (products or {}) and not self.output(n).exists()]
+        if finish and unmade:  # a product given as None was declined on purpose (e.g. no serialisable form)
+            raise ValueError(f"stage '{self.stage.name}' did not write its declared products {unmade}; publish them, "
+                             "or remove them from its Stage in the DAG")
         import mlflow
         if mlflow.active_run() is not None:
             for p in written.values():
