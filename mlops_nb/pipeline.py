@@ -68,11 +68,15 @@ RUNNER_PARAMETERS = ("config_path", "run_dir", "mlflow_run_id")  # what the runn
 
 def notebook_parameters(path: str | Path) -> list[str]:
     "The names assigned in the notebook's one cell tagged `parameters` (papermill's)."
-    nb = json.loads(Path(path).read_text(encoding="utf-8"))
-    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    try: cells = [c for c in json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
+                  if "parameters" in c.get("metadata", {}).get("tags", [])]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a readable notebook ({type(e).__name__}: {e}); restore it, e.g. from "
+                         "`mlops-nb init DIR --force` in another folder") from None
     if len(cells) != 1: raise ValueError(f"{path}: expected one cell tagged 'parameters', found {len(cells)}")
     src = cells[0]["source"]
-    tree = ast.parse("".join(src) if isinstance(src, list) else src)
+    try: tree = ast.parse("".join(src) if isinstance(src, list) else src)
+    except SyntaxError as e: raise ValueError(f"{path}: the parameters cell is not valid Python ({e.msg}, line {e.lineno})") from None
     return [t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)]
 
 def check_stage_notebook(stage: Stage, nb_dir: str | Path) -> None:
