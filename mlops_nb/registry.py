@@ -19,8 +19,9 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['CHAMPION', 'CHALLENGER', 'HISTORY_TAG', 'STACK_TAG', 'MAX_TAG_CHARS', 'MAX_STACK', 'LOCK_TIMEOUT_S', 'LOCK_POLL_S',
-           'RECORD_TRIES', 'RUN_TAG', 'file_lock', 'store_lock', 'alias_version', 'champion_version', 'history',
-           'register', 'promote', 'rollback', 'Champion', 'load_champion', 'versions']
+           'RECORD_TRIES', 'RUN_TAG', 'file_lock', 'store_lock', 'StoreError', 'check_store', 'open_store',
+           'alias_version', 'champion_version', 'history', 'register', 'promote', 'rollback', 'Champion',
+           'load_champion', 'versions']
 
 # %% ../nbs/api/09_registry.ipynb #f267f9e1
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -76,6 +77,46 @@ def store_lock(tracking_uri: str, # the MLflow tracking URI
     return file_lock(db.with_name(db.name + ".lock"), timeout_s, what=f"MLflow store {db}")
 
 def _lock(client): return store_lock(client.tracking_uri)
+
+# %% ../nbs/api/09_registry.ipynb #33991d7b
+class StoreError(RuntimeError):
+    "The MLflow store cannot be used as it is; the message names the file and what to do."
+
+_RESTORE = "restore it from a backup, or start a new workspace (--workspace DIR)"
+
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
+
+def check_store(tracking_uri: str, # the MLflow tracking URI
+                has_history: bool = False, # the workspace has runs: a missing or empty store is a loss, not a start
+               ) -> None:
+    "Raise `StoreError` when a local SQLite store is damaged, half-migrated, or missing although it should exist."
+    import sqlite3
+    db = _sqlite_path(tracking_uri)
+    if db is None: return
+    if not db.exists() or db.stat().st_size == 0:
+        if has_history:
+            state = "missing" if not db.exists() else "empty (0 bytes)"
+            raise StoreError(f"MLflow store {db} is {state}, but the workspace has runs; {_RESTORE}")
+        return
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            ok = con.execute("PRAGMA quick_check").fetchone()[0]
+            tmp = con.execute("SELECT name FROM sqlite_master WHERE name LIKE '_alembic_tmp_%'").fetchall()
+    except sqlite3.DatabaseError as e: ok, tmp = str(e), []
+    if ok != "ok": raise StoreError(f"MLflow store {db} is damaged ({ok}); {_RESTORE}")
+    if tmp: raise StoreError(f"MLflow store {db} was left half-migrated (table {tmp[0][0]}); {_RESTORE}")
+
+def open_store(tracking_uri: str, # the MLflow tracking URI
+               has_history: bool = False, # the workspace has runs (see `check_store`)
+              ):
+    "An `MlflowClient` for `tracking_uri`, its database checked and created (or migrated) by one process at a time."
+    from mlflow.tracking import MlflowClient
+    with store_lock(tracking_uri):
+        check_store(tracking_uri, has_history)
+        client = MlflowClient(tracking_uri)
+        client.search_experiments(max_results=1)  # creates or migrates the schema now, under the lock
+    return client
 
 # %% ../nbs/api/09_registry.ipynb #862d31fd
 def alias_version(name: str, alias: str, client=None) -> str | None:
