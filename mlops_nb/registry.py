@@ -112,6 +112,7 @@ def open_store(tracking_uri: str, # the MLflow tracking URI
               ):
     "An `MlflowClient` for `tracking_uri`, its database checked and created (or migrated) by one process at a time."
     from mlflow.tracking import MlflowClient
+    check_store(tracking_uri, has_history)  # before the lock file: a damaged store gets nothing new beside it
     with store_lock(tracking_uri):
         check_store(tracking_uri, has_history)
         client = MlflowClient(tracking_uri)
