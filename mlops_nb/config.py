@@ -84,6 +84,8 @@ class ValidationConfig(_Section):
         description="move each end of an inferred numeric range out by this fraction of its magnitude")
     min_rows_for_rates: int = Field(30, ge=1,
         description="compare null rates with the reference only on batches of at least this many rows")
+    min_test_rows: int = Field(50, ge=1,
+        description="refuse training data whose test split would hold fewer rows: its metrics would be noise")
 
 # %% ../nbs/api/00_config.ipynb #7e7cbcb2
 class AnalysisConfig(_Section):

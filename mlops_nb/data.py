@@ -6,6 +6,7 @@ Docs: https://mlops-nb.github.io/mlops-nb/api/data.html.md"""
 
 # %% ../nbs/api/01_data.ipynb #424b3cc8
 from __future__ import annotations
+import csv
 import hashlib
 import json
 import os
@@ -22,9 +23,10 @@ import pandas as pd
 from .config import DataConfig, PipelineConfig
 
 # %% auto #0
-__all__ = ['EMPLOYMENT', 'HOME_OWNERSHIP', 'PURPOSE', 'REGION', 'CHANNEL', 'TERMS', 'SCENARIOS', 'make_credit_data',
-           'labels_as_of', 'DataSourceError', 'read_csv', 'read_parquet', 'read_sql', 'read_source', 'describe_source',
-           'write_json', 'Record', 'content_hash', 'Snapshot', 'snapshot', 'load_snapshot', 'gather', 'log_lineage']
+__all__ = ['EMPLOYMENT', 'HOME_OWNERSHIP', 'PURPOSE', 'REGION', 'CHANNEL', 'TERMS', 'SCENARIOS', 'CSV_DELIMITERS',
+           'make_credit_data', 'labels_as_of', 'DataSourceError', 'sniff_delimiter', 'duplicate_columns', 'read_csv',
+           'read_parquet', 'read_sql', 'read_source', 'describe_source', 'write_json', 'Record', 'content_hash',
+           'Snapshot', 'snapshot', 'load_snapshot', 'gather', 'log_lineage']
 
 # %% ../nbs/api/01_data.ipynb #c7cdee0d
 EMPLOYMENT = ["salaried", "self_employed", "unemployed", "retired"]
@@ -148,6 +150,30 @@ class DataSourceError(ValueError):
         super().__init__(msg)
         self.kind, self.where = kind, where
 
+# %% ../nbs/api/01_data.ipynb #132235c8
+CSV_DELIMITERS = (",", ";", "\t", "|")  # tried, in this order, when `sep` is not given: a comma wins ties
+
+def _header_line(p: Path, encoding: str) -> str:
+    "The file's first line, decoded leniently (a bad byte is reported by the real read)."
+    with open(p, "rb") as f: return f.readline(1 << 20).decode(encoding, errors="replace").rstrip("\r\n")
+
+def sniff_delimiter(header: str) -> str:
+    "The delimiter a CSV header line uses: the candidate of `CSV_DELIMITERS` found most often in it."
+    return max(CSV_DELIMITERS, key=header.count) if header else ","
+
+def duplicate_columns(names: list) -> dict[str, list[int]]:
+    "Column names used more than once, with their (1-based) positions."
+    seen: dict[str, list[int]] = {}
+    for i, n in enumerate(names, 1): seen.setdefault(str(n), []).append(i)
+    return {n: pos for n, pos in seen.items() if len(pos) > 1}
+
+def _no_duplicates(names: list, where: str, p: str) -> None:
+    dup = duplicate_columns(names)
+    if dup:
+        shown = ", ".join(f"'{n}' (columns {', '.join(map(str, pos))})" for n, pos in dup.items())
+        raise DataSourceError(f"{where} has duplicate column names: {shown}; every column needs its own name: "
+                              "rename them in the export", "duplicate_columns", p)
+
 # %% ../nbs/api/01_data.ipynb #2c3cad3e
 def _check_file(p: Path, what: str) -> None:
     if not p.exists(): raise DataSourceError(f"{what} file {p} not found; check data.path (relative paths are "
@@ -166,10 +192,14 @@ def _first_bad_byte(p: Path, encoding: str, err: UnicodeDecodeError) -> str:
 def read_csv(path: str | Path, # the CSV file
              **options, # passed to `pandas.read_csv` (e.g. `sep`, `encoding`)
             ) -> pd.DataFrame:
-    "Read a CSV file (UTF-8 unless `encoding` is given), raising `DataSourceError` for unreadable input."
+    "Read a CSV file (UTF-8 and the delimiter its header uses unless given), raising `DataSourceError` for bad input."
     p = Path(path)
     _check_file(p, "CSV")
     opts = {"encoding": "utf-8", "low_memory": False} | options
+    header = _header_line(p, opts["encoding"])
+    if "sep" not in opts and "delimiter" not in opts: opts["sep"] = sniff_delimiter(header)
+    if "names" not in opts and opts.get("header", "infer") == "infer":
+        _no_duplicates(next(csv.reader([header], delimiter=opts.get("sep") or opts["delimiter"]), []), f"CSV file {p}", str(p))
     try: return pd.read_csv(p, **opts)
     except UnicodeDecodeError as e:
         raise DataSourceError(f"CSV file {p} is not {opts['encoding']} text: {_first_bad_byte(p, opts['encoding'], e)} "
@@ -253,8 +283,9 @@ def read_source(data: DataConfig, # the `data` section of the config
     elif data.source == "parquet": df = read_parquet(resolve(data.path), **data.read_options)
     elif data.source == "sql": df = read_sql(data.url, data.query, **data.read_options)
     else: raise DataSourceError(f"unknown data.source {data.source!r}; use demo, csv, parquet or sql", "malformed")
+    where = describe_source(data, cfg).get("path") or describe_source(data, cfg).get("url", "")
+    _no_duplicates(list(df.columns), f"{data.source} source {where}", where)  # a SQL join can return two `id`s
     if df.empty:
-        where = describe_source(data, cfg).get("path") or describe_source(data, cfg).get("url", "")
         raise DataSourceError(f"{data.source} source {where} has no rows ({len(df.columns)} columns); "
                               "check that the export or query returns data", "empty", where)
     return df

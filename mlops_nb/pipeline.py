@@ -28,10 +28,12 @@ from .config import (STAGES, ConfigError, PipelineConfig, apply_overrides, data_
 from .data import write_json
 
 # %% auto #0
-__all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'UNLOGGED_SUFFIXES', 'STAGE_KERNEL_ENV', 'PROJECT_HEADER', 'Stage',
-           'notebook_parameters', 'check_stage_notebook', 'check_dag', 'packaged_stages_dir', 'stages_dir',
-           'describe_stages', 'new_run_id', 'latest_run_dir', 'ensure_experiment', 'StageContext', 'open_stage',
-           'prepare_run', 'build_summary', 'IPCKernelManager', 'run_stage', 'run_pipeline', 'init_project']
+__all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'UNLOGGED_SUFFIXES', 'STAGE_KERNEL_ENV', 'KERNEL_FILE_PREFIX', 'RUN_LOCK',
+           'PROJECT_HEADER', 'Stage', 'notebook_parameters', 'check_stage_notebook', 'check_dag', 'packaged_stages_dir',
+           'stages_dir', 'describe_stages', 'new_run_id', 'latest_run_dir', 'ensure_experiment', 'StageContext',
+           'open_stage', 'prepare_run', 'build_summary', 'IPCKernelManager', 'shutdown_stage_kernels',
+           'remove_stale_kernel_files', 'Interrupted', 'signals_interrupt', 'exit_code', 'run_alive', 'close_open_runs',
+           'reap_dead_runs', 'mark_latest', 'latest_resumable', 'run_stage', 'run_pipeline', 'init_project']
 
 # %% ../nbs/api/10_pipeline.ipynb #aa0a1c80
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ class StageContext:
         self.dir = self.run_dir / stage
         self.dir.mkdir(parents=True, exist_ok=True)
         self.mlflow_run_id = mlflow_run_id
+        self.interactive = mlflow_run_id is None  # opened by a person, not by the runner
 
     def input(self, name: str, given: str | Path | None = None) -> Path:
         "Path of upstream product `name` (`snapshot` or `snapshot_path`); a path `given` by the runner wins."
@@ -249,6 +252,7 @@ class StageContext:
         if mlflow.active_run() is None: return
         if self.result_path.exists(): mlflow.log_artifact(str(self.result_path))
         mlflow.end_run()
+        if self.interactive: mark_latest(self.cfg.workspace_path, self.run_dir.name)  # the runner marks its own runs
 
 # %% ../nbs/api/10_pipeline.ipynb #19726f08
 def open_stage(stage: str, # stage name, e.g. `validate`
@@ -272,12 +276,11 @@ def open_stage(stage: str, # stage name, e.g. `validate`
 
 # %% ../nbs/api/10_pipeline.ipynb #123778db
 def prepare_run(cfg: PipelineConfig, run_id: str | None = None) -> Path:
-    "Create the run folder with a resolved copy of the config, and mark it as the latest run."
+    "Create the run folder with a resolved copy of the config (`runs/LATEST` moves only when a run succeeds)."
     run_id = run_id or new_run_id()
     run_dir = cfg.workspace_path / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "config.yaml").exists(): dump_config(cfg, run_dir / "config.yaml")
-    (cfg.workspace_path / "runs" / "LATEST").write_text(run_id)
     return run_dir
 
 # %% ../nbs/api/10_pipeline.ipynb #30da8dfb
@@ -316,14 +319,49 @@ from jupyter_client.manager import KernelManager
 
 # quiet, machine-readable reports: no notebook progress widgets (the kernels have no ipywidgets) and no tqdm bars
 STAGE_KERNEL_ENV = {"PYTHONWARNINGS": "ignore:IProgress not found", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+KERNEL_FILE_PREFIX = "mlops-nb-kernel"  # `<prefix>-<runner pid>-<id>.json`: whose they are, so leftovers can be found
 
 class IPCKernelManager(KernelManager):
     "Stage kernels talk over local IPC sockets, not TCP (nothing listens on the network), with `STAGE_KERNEL_ENV` set."
-    def __init__(self, **kw): super().__init__(**{"transport": "ipc", **kw})
+    live: set = set()  # kernels this process started: what a stage left running is shut down after it
+
+    def __init__(self, **kw):
+        from jupyter_core.paths import jupyter_runtime_dir
+        name = f"{KERNEL_FILE_PREFIX}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
+        os.makedirs(jupyter_runtime_dir(), exist_ok=True)
+        super().__init__(**{"transport": "ipc", "connection_file": os.path.join(jupyter_runtime_dir(), name), **kw})
 
     async def _async_pre_start_kernel(self, **kw):
         kw["env"] = {**(kw.get("env") or os.environ), **STAGE_KERNEL_ENV}
+        IPCKernelManager.live.add(self)
         return await super()._async_pre_start_kernel(**kw)
+
+def shutdown_stage_kernels() -> int:
+    "Shut down the stage kernels still alive (an interrupted stage leaves its kernel running); return how many."
+    n = 0
+    for km in list(IPCKernelManager.live):
+        IPCKernelManager.live.discard(km)
+        try:
+            if km.has_kernel and km.is_alive(): km.shutdown_kernel(now=True); n += 1
+            km.cleanup_resources()  # its connection and socket files
+        except Exception: pass  # already gone
+    return n
+
+def remove_stale_kernel_files() -> list[str]:
+    "Delete kernel connection and socket files of stage kernels whose runner process is gone."
+    from jupyter_core.paths import jupyter_runtime_dir
+    out = []
+    for p in Path(jupyter_runtime_dir()).glob(f"{KERNEL_FILE_PREFIX}-*"):
+        pid = p.name.split("-")[3]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            p.unlink(missing_ok=True); out.append(p.name)
+    return out
+
+def _pid_alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
 
 # %% ../nbs/api/10_pipeline.ipynb #409f0a22
 def _echo_stderr(msg: str) -> None: print(msg, file=sys.stderr, flush=True)
@@ -332,6 +370,92 @@ def _log_line(run_dir: Path, msg: str) -> None:
     "Append to the run's log file at once, so the log survives a crash."
     with open(Path(run_dir) / "run.log", "a", encoding="utf-8") as f:
         f.write(f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} {msg}\n")
+
+# %% ../nbs/api/10_pipeline.ipynb #a45ae115
+import signal
+from contextlib import contextmanager
+from .registry import file_lock
+
+RUN_LOCK = ".lock"  # held by the process running a run folder; the OS releases it when that process dies
+
+class Interrupted(KeyboardInterrupt):
+    "The run was stopped by a signal (SIGINT, SIGTERM); `signal` names it."
+    def __init__(self, sig: str = "SIGINT"): super().__init__(sig); self.signal = sig
+
+@contextmanager
+def signals_interrupt():
+    "While the block runs, SIGTERM interrupts it as Ctrl-C does (raising `Interrupted`), once: cleanup is not cut short."
+    fired = []
+    def handler(signum, frame):
+        if fired: return
+        fired.append(signum)
+        raise Interrupted(signal.Signals(signum).name)
+    main = __import__("threading").current_thread() is __import__("threading").main_thread()
+    old = signal.signal(signal.SIGTERM, handler) if main else None
+    try: yield
+    finally:
+        if main: signal.signal(signal.SIGTERM, old)
+
+def exit_code(summary: dict) -> int:
+    "0 succeeded, 1 failed, 128 + n when a signal stopped the run (143 for SIGTERM, 130 for Ctrl-C)."
+    sig = summary.get("interrupted")
+    if sig: return 128 + int(getattr(signal, sig, signal.SIGINT))
+    return 0 if summary.get("status") == "succeeded" else 1
+
+def run_alive(run_dir: Path) -> bool:
+    "Is a live process running the run in `run_dir` (holding its lock)?"
+    try:
+        with file_lock(Path(run_dir) / RUN_LOCK, timeout_s=0): return False
+    except TimeoutError: return True
+
+# %% ../nbs/api/10_pipeline.ipynb #f206849d
+def close_open_runs(client, # MlflowClient of the run's store
+                    experiment_id: str, # the project's experiment
+                    root_id: str, # the pipeline's parent MLflow run
+                    status: str, # `KILLED` or `FAILED`
+                    reason: str, # recorded as the `mlops_nb.end_reason` tag
+                   ) -> list[str]:
+    "End the RUNNING MLflow runs under `root_id` (itself, stages, tuning trials) with `status`; return their ids."
+    running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=5000)
+    parent = {r.info.run_id: r.data.tags.get("mlflow.parentRunId") for r in running}
+    def under_root(rid):
+        while rid is not None and rid != root_id: rid = parent.get(rid)
+        return rid == root_id
+    ended = sorted(rid for rid in parent if under_root(rid) or rid == root_id)
+    for rid in ended:
+        client.set_tag(rid, "mlops_nb.end_reason", reason)
+        client.set_terminated(rid, status)
+    return ended
+
+def reap_dead_runs(cfg: PipelineConfig, client, experiment_id: str, echo: Callable[[str], None] = print) -> list[str]:
+    "Mark runs of the workspace whose process died (kill -9, power loss) as killed, in summary.json and MLflow."
+    dead = []
+    for summary_path in sorted((cfg.workspace_path / "runs").glob("*/summary.json")):
+        run_dir = summary_path.parent
+        try: s = json.loads(summary_path.read_text())
+        except (OSError, ValueError): continue  # being written: its owner is alive
+        if s.get("status") != "running" or run_alive(run_dir): continue
+        reason = "the process running it died without cleaning up (kill -9, out of memory, power loss)"
+        if s.get("mlflow_run_id"): close_open_runs(client, experiment_id, s["mlflow_run_id"], "KILLED", reason)
+        write_json(summary_path, {**s, "status": "killed", "error": reason})
+        _log_line(run_dir, f"killed: {reason} (found by a later run)")
+        echo(f"run {run_dir.name} had died while running: marked killed (resume with: mlops-nb run --resume {run_dir.name})")
+        dead.append(run_dir.name)
+    remove_stale_kernel_files()  # connection files of kernels whose runner died
+    return dead
+
+def mark_latest(workspace: Path, run_id: str) -> None:
+    "Point `runs/LATEST` at `run_id` (atomically): the newest run that succeeded."
+    tmp = Path(workspace) / "runs" / f".LATEST.{os.getpid()}"
+    tmp.write_text(run_id); os.replace(tmp, Path(workspace) / "runs" / "LATEST")
+
+def latest_resumable(workspace: Path) -> Path | None:
+    "The newest run folder that did not succeed (failed, killed, or cut short before its summary), if any."
+    runs = sorted((p for p in (Path(workspace) / "runs").glob("*") if (p / "config.yaml").exists()), reverse=True)
+    for p in runs:
+        s = json.loads((p / "summary.json").read_text()) if (p / "summary.json").exists() else {}
+        if s.get("status") != "succeeded" and not run_alive(p): return p
+    return None
 
 # %% ../nbs/api/10_pipeline.ipynb #ce968ea0
 def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: Path, client, experiment_id: str, parent_run_id: str,
@@ -351,8 +475,12 @@ def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: Path, client, experime
                             cwd=str(run_dir), progress_bar=False, log_output=False,
                             kernel_manager_class="mlops_nb.pipeline.IPCKernelManager")
         rec["status"] = "succeeded"
-    except BaseException as e:  # the kernel's error, or an interrupt: either way the stage failed
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the stage stops here, and the run can be resumed
+        sig = getattr(e, "signal", "SIGINT")
+        rec.update(status="failed", error=f"interrupted by {sig}", interrupted=sig)
+    except Exception as e:  # the kernel's error
         rec.update(status="failed", error=_error_of(e))
+    finally: shutdown_stage_kernels()
     rec["seconds"] = round(time.perf_counter() - t0, 2)
     try:
         if out_nb.exists():
@@ -371,6 +499,27 @@ def _select(stages: list[str] | None, cfg: PipelineConfig) -> list[Stage]:
     return [s for s in DAG if s.name in names]  # always in DAG order
 
 # %% ../nbs/api/10_pipeline.ipynb #c29a2da6
+def _products_intact(stage: Stage, run_dir: Path) -> bool:
+    "Are the products of a stage that succeeded still there (and, for gather, its snapshot file)?"
+    folder = Path(run_dir) / stage.name
+    if not all((folder / p).exists() for p in stage.products): return False
+    record = folder / "snapshot.json"
+    snap = json.loads(record.read_text()).get("path") if stage.name == "gather" and record.exists() else None
+    if snap: return Path(snap).is_file()
+    return True
+
+def _kept_stages(previous: dict, chosen: list[Stage], run_dir: Path) -> dict[str, dict]:
+    "Stages of a resumed run to keep: those that succeeded, up to the first whose products are gone."
+    ok = {s["name"]: s for s in previous.get("stages", []) if s["status"] == "succeeded"}
+    kept = {}
+    for stage in chosen:
+        if stage.name not in ok or not _products_intact(stage, run_dir): break
+        kept[stage.name] = ok[stage.name]
+    return kept
+
+def _has_runs(cfg: PipelineConfig) -> bool:
+    return any((cfg.workspace_path / "runs").glob("*/config.yaml"))
+
 def run_pipeline(cfg: PipelineConfig, # the validated configuration
                  stages: list[str] | None = None, # subset of stages (default `cfg.stages`), run in DAG order
                  run_id: str | None = None, # reuse/resume this run (default: a new run)
@@ -379,8 +528,7 @@ def run_pipeline(cfg: PipelineConfig, # the validated configuration
                  nb_dir: Path | None = None, # folder of the stage notebooks (default `stages_dir(cfg)`)
                 ) -> dict:
     "Run the pipeline's stage notebooks with papermill; return (and write) the run's summary."
-    import mlflow
-    from mlflow.tracking import MlflowClient
+    from mlops_nb.registry import open_store
     if resume and not run_id: raise ValueError("resume needs the run id of the run to resume")
     chosen = _select(stages, cfg)
     notebooks = {"source": "given", "path": str(nb_dir)} if nb_dir else describe_stages(cfg)
@@ -388,42 +536,60 @@ def run_pipeline(cfg: PipelineConfig, # the validated configuration
     for s in chosen: check_stage_notebook(s, nb_dir)  # a notebook at odds with the DAG fails before anything runs
     run_id = run_id or new_run_id()
     run_dir = cfg.workspace_path / "runs" / run_id
-    previous = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
-    if resume and not previous: raise FileNotFoundError(f"no run '{run_id}' to resume in {cfg.workspace_path / 'runs'}")
+    if resume and not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"no run '{run_id}' to resume in {cfg.workspace_path / 'runs'}")
+    client = open_store(cfg.tracking, has_history=_has_runs(cfg))  # a damaged store stops here, creating nothing
     run_dir = prepare_run(cfg, run_id)
-    done = {s["name"]: s for s in previous.get("stages", []) if s["status"] == "succeeded"} if resume else {}
-    client = MlflowClient(tracking_uri=cfg.tracking)
+    try: lock = file_lock(run_dir / RUN_LOCK, timeout_s=0, what=f"run {run_id}")
+    except TimeoutError: raise ValueError(f"run {run_id} is already running in another process") from None
+    with lock, signals_interrupt():
+        return _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir)
+
+def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir) -> dict:
+    import mlflow
+    previous = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    done = _kept_stages(previous, chosen, run_dir) if resume else {}
     mlflow.set_tracking_uri(cfg.tracking)
     exp_id = ensure_experiment(cfg, client)
-    parent_id = previous.get("mlflow_run_id") if previous else None
+    reap_dead_runs(cfg, client, exp_id, echo)
+    parent_id = previous.get("mlflow_run_id")
     if parent_id is None:
         parent_id = client.create_run(exp_id, run_name=run_id, tags={"mlops_nb.run_id": run_id}).info.run_id
     else: client.update_run(parent_id, "RUNNING")
-    t0, records, status = time.perf_counter(), [], "succeeded"
-    summarise = lambda st: write_json(run_dir / "summary.json", build_summary(
+    t0, records, status, interrupted = time.perf_counter(), [], "succeeded", None
+    summarise = lambda st, **kw: write_json(run_dir / "summary.json", build_summary(
         run_id, run_dir, cfg, records, st, mlflow_run_id=parent_id, experiment_id=exp_id,
-        seconds=round(time.perf_counter() - t0, 2), stage_notebooks=notebooks))
+        seconds=round(time.perf_counter() - t0, 2), stage_notebooks=notebooks, **kw))
     echo(f"stage notebooks: {notebooks['source']} ({nb_dir})")
-    for i, stage in enumerate(chosen, 1):
-        if stage.name in done:
-            records.append({**done[stage.name], "status": "succeeded", "resumed": True})
-            echo(f"[{i}/{len(chosen)}] {stage.name:<9} already succeeded, kept"); continue
-        echo(f"[{i}/{len(chosen)}] {stage.name:<9} running…")
-        _log_line(run_dir, f"start {stage.name}")
-        rec = run_stage(stage, cfg, run_dir, client, exp_id, parent_id, nb_dir)
-        records.append(rec)
-        _log_line(run_dir, f"{rec['status']} {stage.name} {rec['seconds']}s {rec.get('error', '')}")
-        if rec["status"] != "succeeded":
-            status = "failed"
-            echo(f"[{i}/{len(chosen)}] {stage.name:<9} FAILED after {rec['seconds']:.1f} s\n    {rec['error']}\n"
-                 f"    executed notebook: {rec['report']}\n    resume with: mlops-nb run --resume {run_id}")
-            break
-        echo(f"[{i}/{len(chosen)}] {stage.name:<9} ok ({rec['seconds']:.1f} s)")
-        for note in _read_result(run_dir, stage.name).get("inferred", []): echo(f"    inferred {note}")
-        summarise("running")
-    summary = json.loads(summarise(status).read_text())
+    summarise("running")  # from here a crash leaves a summary a later run can find
+    try:
+        for i, stage in enumerate(chosen, 1):
+            if stage.name in done:
+                records.append({**done[stage.name], "status": "succeeded", "resumed": True})
+                echo(f"[{i}/{len(chosen)}] {stage.name:<9} already succeeded, kept"); continue
+            echo(f"[{i}/{len(chosen)}] {stage.name:<9} running…")
+            _log_line(run_dir, f"start {stage.name}")
+            rec = run_stage(stage, cfg, run_dir, client, exp_id, parent_id, nb_dir)
+            records.append(rec)
+            _log_line(run_dir, f"{rec['status']} {stage.name} {rec['seconds']}s {rec.get('error', '')}")
+            if rec["status"] != "succeeded":
+                status, interrupted = "failed", rec.get("interrupted")
+                echo(f"[{i}/{len(chosen)}] {stage.name:<9} FAILED after {rec['seconds']:.1f} s\n    {rec['error']}\n"
+                     f"    executed notebook: {rec['report']}\n    resume with: mlops-nb run --resume {run_id}")
+                break
+            echo(f"[{i}/{len(chosen)}] {stage.name:<9} ok ({rec['seconds']:.1f} s)")
+            for note in _read_result(run_dir, stage.name).get("inferred", []): echo(f"    inferred {note}")
+            summarise("running")
+    except KeyboardInterrupt as e:  # a signal between stages
+        status, interrupted = "failed", getattr(e, "signal", "SIGINT")
+        _log_line(run_dir, f"interrupted by {interrupted}")
+    extra = {"interrupted": interrupted, "error": f"interrupted by {interrupted}"} if interrupted else {}
+    summary = json.loads(summarise(status, **extra).read_text())
     client.log_artifact(parent_id, str(run_dir / "summary.json"))
+    why = f"interrupted by {interrupted}" if interrupted else f"pipeline run {status}"
+    close_open_runs(client, exp_id, parent_id, "KILLED" if interrupted else "FAILED", why)  # trials a kernel left open
     client.set_terminated(parent_id, "FINISHED" if status == "succeeded" else "FAILED")
+    if status == "succeeded": mark_latest(cfg.workspace_path, run_id)
     return summary
 
 # %% ../nbs/api/10_pipeline.ipynb #1ce4f073

@@ -8,15 +8,20 @@ Docs: https://mlops-nb.github.io/mlops-nb/api/registry.html.md"""
 from __future__ import annotations
 import getpass
 import json
+import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 # %% auto #0
-__all__ = ['CHAMPION', 'CHALLENGER', 'HISTORY_TAG', 'STACK_TAG', 'MAX_TAG_CHARS', 'MAX_STACK', 'alias_version',
-           'champion_version', 'history', 'register', 'promote', 'rollback', 'Champion', 'load_champion', 'versions']
+__all__ = ['CHAMPION', 'CHALLENGER', 'HISTORY_TAG', 'STACK_TAG', 'MAX_TAG_CHARS', 'MAX_STACK', 'LOCK_TIMEOUT_S', 'LOCK_POLL_S',
+           'RECORD_TRIES', 'RUN_TAG', 'file_lock', 'store_lock', 'StoreError', 'check_store', 'open_store',
+           'alias_version', 'champion_version', 'history', 'register', 'promote', 'rollback', 'Champion',
+           'load_champion', 'versions']
 
 # %% ../nbs/api/09_registry.ipynb #f267f9e1
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -37,6 +42,83 @@ def _who(who: str | None) -> str:
 
 def _not_found(e) -> bool: return getattr(e, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
 
+# %% ../nbs/api/09_registry.ipynb #93f6071b
+LOCK_TIMEOUT_S = 120  # a registry move takes well under a second; a lock held this long belongs to a stuck process
+LOCK_POLL_S = 0.05
+
+@contextmanager
+def file_lock(path: str | Path, # the lock file (created when missing, never deleted)
+              timeout_s: float = LOCK_TIMEOUT_S, # give up waiting after this long
+              what: str = "the workspace", # named in the error
+             ):
+    "Hold an exclusive lock on `path` across processes; the OS releases it when the holder exits or dies."
+    import fcntl
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "a+") as f:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{what} is locked by another process for over {timeout_s:g} s (lock file {p}); "
+                                       "wait for it to finish, or stop it") from None
+                time.sleep(LOCK_POLL_S)
+        try: yield p
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+def store_lock(tracking_uri: str, # the MLflow tracking URI
+               timeout_s: float = LOCK_TIMEOUT_S, # give up waiting after this long
+              ):
+    "The lock of a local SQLite MLflow store (`<db>.lock` beside it); a no-op context for other stores."
+    if not tracking_uri.startswith("sqlite:///"): return nullcontext()
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    return file_lock(db.with_name(db.name + ".lock"), timeout_s, what=f"MLflow store {db}")
+
+def _lock(client): return store_lock(client.tracking_uri)
+
+# %% ../nbs/api/09_registry.ipynb #33991d7b
+class StoreError(RuntimeError):
+    "The MLflow store cannot be used as it is; the message names the file and what to do."
+
+_RESTORE = "restore it from a backup, or start a new workspace (--workspace DIR)"
+
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
+
+def check_store(tracking_uri: str, # the MLflow tracking URI
+                has_history: bool = False, # the workspace has runs: a missing or empty store is a loss, not a start
+               ) -> None:
+    "Raise `StoreError` when a local SQLite store is damaged, half-migrated, or missing although it should exist."
+    import sqlite3
+    db = _sqlite_path(tracking_uri)
+    if db is None: return
+    if not db.exists() or db.stat().st_size == 0:
+        if has_history:
+            state = "missing" if not db.exists() else "empty (0 bytes)"
+            raise StoreError(f"MLflow store {db} is {state}, but the workspace has runs; {_RESTORE}")
+        return
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            ok = con.execute("PRAGMA quick_check").fetchone()[0]
+            tmp = con.execute("SELECT name FROM sqlite_master WHERE name LIKE '_alembic_tmp_%'").fetchall()
+    except sqlite3.DatabaseError as e: ok, tmp = str(e), []
+    if ok != "ok": raise StoreError(f"MLflow store {db} is damaged ({ok}); {_RESTORE}")
+    if tmp: raise StoreError(f"MLflow store {db} was left half-migrated (table {tmp[0][0]}); {_RESTORE}")
+
+def open_store(tracking_uri: str, # the MLflow tracking URI
+               has_history: bool = False, # the workspace has runs (see `check_store`)
+              ):
+    "An `MlflowClient` for `tracking_uri`, its database checked and created (or migrated) by one process at a time."
+    from mlflow.tracking import MlflowClient
+    check_store(tracking_uri, has_history)  # before the lock file: a damaged store gets nothing new beside it
+    with store_lock(tracking_uri):
+        check_store(tracking_uri, has_history)
+        client = MlflowClient(tracking_uri)
+        client.search_experiments(max_results=1)  # creates or migrates the schema now, under the lock
+    return client
+
 # %% ../nbs/api/09_registry.ipynb #862d31fd
 def alias_version(name: str, alias: str, client=None) -> str | None:
     "The version `alias` points at in registered model `name`, or None (also when the model does not exist)."
@@ -54,23 +136,41 @@ def champion_version(name: str, client=None) -> str | None:
 def _model_tags(name: str, client) -> dict:
     return dict(_client(client).get_registered_model(name).tags or {})
 
+def _history_tags(tags: dict) -> list[str]:
+    "The history's tags, oldest first: full chunks `alias_history.0000`, `.0001`, … then the current `alias_history`."
+    return sorted(k for k in tags if k.startswith(HISTORY_TAG + ".")) + ([HISTORY_TAG] if HISTORY_TAG in tags else [])
+
 def history(name: str, client=None) -> list[dict]:
-    "Alias moves of registered model `name`, oldest first: `{at, action, alias, version, previous, who, why}`."
+    "Every alias move of registered model `name`, oldest first: `{at, action, alias, version, previous, who, why}`."
     from mlflow.exceptions import MlflowException
-    try: return json.loads(_model_tags(name, client).get(HISTORY_TAG, "[]"))
+    try: tags = _model_tags(name, client)
     except MlflowException as e:
         if _not_found(e): return []
         raise
+    return [e for k in _history_tags(tags) for e in json.loads(tags[k])]
+
+def _append_history(name: str, client, event: dict) -> None:
+    "Add `event` to the current history tag; a tag that would outgrow `MAX_TAG_CHARS` is kept as a numbered chunk."
+    tags = _model_tags(name, client)
+    events = json.loads(tags.get(HISTORY_TAG, "[]")) + [event]
+    if len(json.dumps(events)) > MAX_TAG_CHARS:
+        full = len(_history_tags(tags)) - 1
+        client.set_registered_model_tag(name, f"{HISTORY_TAG}.{full:04d}", tags[HISTORY_TAG])
+        events = [event]
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(events))
+
+RECORD_TRIES = 5  # without a lock (a tracking server), a record overwritten by a concurrent move is rewritten
 
 def _record(name: str, client, event: dict, stack: list[str] | None = None) -> None:
-    "Append `event` to the model's history tag (oldest events dropped to fit), and to the version's own history."
+    "Append `event` to the model's history, and to the version's own (its latest moves that fit in one tag)."
     client = _client(client)
-    events = history(name, client) + [event]
-    while len(json.dumps(events)) > MAX_TAG_CHARS and len(events) > 1: events.pop(0)
-    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(events))
+    for _ in range(RECORD_TRIES):  # read back: under the store lock the first write always holds
+        _append_history(name, client, event)
+        if event in history(name, client): break
     if stack is not None: client.set_registered_model_tag(name, STACK_TAG, json.dumps(stack[-MAX_STACK:]))
     mv = client.get_model_version(name, event["version"])
     own = json.loads((mv.tags or {}).get(HISTORY_TAG, "[]")) + [event]
+    while len(json.dumps(own)) > MAX_TAG_CHARS and len(own) > 1: own.pop(0)
     client.set_model_version_tag(name, event["version"], HISTORY_TAG, json.dumps(own))
 
 def _stack(name: str, client) -> list[str]:
@@ -112,18 +212,17 @@ def _description(evaluation: dict, reason: str) -> str:
     return text if len(text) <= MAX_TAG_CHARS else text[:MAX_TAG_CHARS - 20] + "\n… (see `gates` tag)"
 
 # %% ../nbs/api/09_registry.ipynb #daf8f5a8
-def register(model_uri: str, # the model `train` logged (`models:/m-…` or `runs:/…`)
-             name: str, # registered model name (`cfg.model_name`)
-             evaluation: dict, # `evaluate(...)` result: `gates`, `passed`, `champion`, `metrics`, `objective`
-             client=None, # MlflowClient; default the current tracking URI
-             who: str | None = None, # recorded as the registrant (default: the OS user)
-             tags: dict | None = None, # extra version tags (e.g. the pipeline run id)
-            ) -> dict:
-    "Register `model_uri` as a new version of `name`; move `challenger` to it, and `champion` when every gate passed."
-    client = _client(client)
-    for key in ("gates", "passed"):
-        if key not in evaluation: raise KeyError(f"evaluation has no '{key}': pass the result of `evaluate` (evaluation.json)")
-    _ensure_model(name, client)
+RUN_TAG = "pipeline_run"  # a version carrying this tag is that pipeline run's registration (see `register`)
+
+def _run_version(name: str, run: str | None, client):
+    "The version an earlier attempt of pipeline run `run` registered, or None."
+    if not run: return None
+    found = client.search_model_versions(f"name='{name}' and tags.{RUN_TAG} = '{run}'")
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def _new_version(model_uri: str, name: str, evaluation: dict, client, who: str | None, tags: dict | None):
+    "Create the version with the gate table, outcome, reason and objective as tags."
     source, run_id, model_id = _source(model_uri, client)
     reason = _reason(evaluation)
     vtags = {"gates": json.dumps(evaluation["gates"]), "passed": str(bool(evaluation["passed"])).lower(),
@@ -131,27 +230,50 @@ def register(model_uri: str, # the model `train` logged (`models:/m-…` or `run
     obj = evaluation.get("objective")
     if obj and obj.removeprefix("neg_") in evaluation.get("metrics", {}):
         vtags[f"test_{obj.removeprefix('neg_')}"] = str(evaluation["metrics"][obj.removeprefix("neg_")])
-    mv = client.create_model_version(name, source=source, run_id=run_id, tags=vtags, model_id=model_id,
-                                     description=_description(evaluation, reason))
-    version = str(mv.version)
-    previous = alias_version(name, CHALLENGER, client)
-    client.set_registered_model_alias(name, CHALLENGER, version)
-    _record(name, client, {"at": _now(), "action": "register", "alias": CHALLENGER, "version": version,
-                           "previous": previous, "who": _who(who), "why": reason})
-    promoted = False
-    if evaluation["passed"]:
+    return client.create_model_version(name, source=source, run_id=run_id, tags=vtags, model_id=model_id,
+                                       description=_description(evaluation, reason))
+
+
+def _stale_reason(evaluated, current) -> str:
+    return (f"not promoted: the champion changed since evaluation (evaluated against "
+            f"{'no champion' if evaluated is None else 'v' + str(evaluated)}, now v{current}); "
+            "evaluate again against the new champion")
+
+
+def register(model_uri: str, # the model `train` logged (`models:/m-…` or `runs:/…`)
+             name: str, # registered model name (`cfg.model_name`)
+             evaluation: dict, # `evaluate(...)` result: `gates`, `passed`, `champion`, `metrics`, `objective`
+             client=None, # MlflowClient; default the current tracking URI
+             who: str | None = None, # recorded as the registrant (default: the OS user)
+             tags: dict | None = None, # extra version tags; `pipeline_run` makes registering idempotent per run
+            ) -> dict:
+    "Register `model_uri` as a new version of `name`; move `challenger` to it, and `champion` when every gate passed."
+    client = _client(client)
+    for key in ("gates", "passed"):
+        if key not in evaluation: raise KeyError(f"evaluation has no '{key}': pass the result of `evaluate` (evaluation.json)")
+    with _lock(client):
+        _ensure_model(name, client)
+        mv = _run_version(name, (tags or {}).get(RUN_TAG), client)
+        reused = mv is not None
+        mv = mv or _new_version(model_uri, name, evaluation, client, who, tags)
+        version, reason = str(mv.version), _reason(evaluation)
+        previous = alias_version(name, CHALLENGER, client)
+        if previous is None or int(previous) < int(version):  # a newer version's challenger is never taken back
+            client.set_registered_model_alias(name, CHALLENGER, version)
+            _record(name, client, {"at": _now(), "action": "register", "alias": CHALLENGER, "version": version,
+                                   "previous": previous, "who": _who(who), "why": reason})
+        promoted, current = False, champion_version(name, client)
         evaluated = (evaluation.get("champion") or {}).get("version")
-        current = champion_version(name, client)
-        if current != (None if evaluated is None else str(evaluated)):
-            reason = (f"not promoted: the champion changed since evaluation (evaluated against "
-                      f"{'no champion' if evaluated is None else 'v' + str(evaluated)}, now v{current}); "
-                      "evaluate again against the new champion")
+        if evaluation["passed"] and current == version: promoted = True  # an earlier attempt promoted it
+        elif evaluation["passed"] and current != (None if evaluated is None else str(evaluated)):
+            reason = _stale_reason(evaluated, current)
             client.set_model_version_tag(name, version, "reason", reason)
-        else:
+        elif evaluation["passed"]:
             _move_champion(name, version, client, "register", who, reason, _stack(name, client) + [version])
             promoted = True
-    return {"name": name, "version": version, "promoted": promoted,
-            "aliases": {CHALLENGER: version, CHAMPION: champion_version(name, client)}, "reason": reason}
+        return {"name": name, "version": version, "promoted": promoted, "reused": reused,
+                "aliases": {CHALLENGER: alias_version(name, CHALLENGER, client), CHAMPION: champion_version(name, client)},
+                "reason": reason}
 
 
 def _move_champion(name, version, client, action, who, why, stack) -> dict:
@@ -186,15 +308,15 @@ def promote(name: str, # registered model name
     client = _client(client)
     mv = _check_version(name, version, client)
     version = str(mv.version)
-    if champion_version(name, client) == version:
-        return {"action": "none", "alias": CHAMPION, "version": version, "why": f"v{version} is already the champion"}
     failed = (mv.tags or {}).get("passed") == "false"
-    if failed and not force:
-        raise ValueError(f"version {version} of '{name}' failed its gates ({(mv.tags or {}).get('reason', '')}); "
-                         "promote it anyway with force=True (`mlops-nb promote --force`)")
-    why = why or "manual promotion"
-    if failed: why = f"{why} [override: gates failed]"
-    return _move_champion(name, version, client, "promote", who, why, _stack(name, client) + [version])
+    why = (why or "manual promotion") + (" [override: gates failed]" if failed else "")
+    with _lock(client):
+        if champion_version(name, client) == version:
+            return {"action": "none", "alias": CHAMPION, "version": version, "why": f"v{version} is already the champion"}
+        if failed and not force:
+            raise ValueError(f"version {version} of '{name}' failed its gates ({(mv.tags or {}).get('reason', '')}); "
+                             "promote it anyway with force=True (`mlops-nb promote --force`)")
+        return _move_champion(name, version, client, "promote", who, why, _stack(name, client) + [version])
 
 
 def rollback(name: str, # registered model name
@@ -203,18 +325,19 @@ def rollback(name: str, # registered model name
              client=None) -> dict:
     "Move `champion` back to the previous champion of `name`; returns the history event."
     client = _client(client)
-    current = champion_version(name, client)
-    stack = _stack(name, client)
-    while stack and stack[-1] == current: stack.pop()
-    if current is None or not stack:
-        raise ValueError(f"registered model '{name}' has no previous champion to roll back to "
-                         f"(champion: {'none' if current is None else 'v' + current}; "
-                         "promote a version instead with `promote(name, version)`)")
-    target = stack[-1]
-    event = _move_champion(name, target, client, "rollback", who, why or "rollback", stack)
-    client.set_model_version_tag(name, current, "rolled_back", json.dumps({"at": event["at"], "who": event["who"],
-                                                                          "why": event["why"], "to": target}))
-    return event
+    with _lock(client):
+        current = champion_version(name, client)
+        stack = _stack(name, client)
+        while stack and stack[-1] == current: stack.pop()
+        if current is None or not stack:
+            raise ValueError(f"registered model '{name}' has no previous champion to roll back to "
+                             f"(champion: {'none' if current is None else 'v' + current}; "
+                             "promote a version instead with `promote(name, version)`)")
+        target = stack[-1]
+        event = _move_champion(name, target, client, "rollback", who, why or "rollback", stack)
+        client.set_model_version_tag(name, current, "rolled_back", json.dumps({"at": event["at"], "who": event["who"],
+                                                                              "why": event["why"], "to": target}))
+        return event
 
 # %% ../nbs/api/09_registry.ipynb #b586e272
 @dataclass

@@ -22,7 +22,7 @@ from .schema import DataSchema, coerce_column, infer_schema
 
 # %% auto #0
 __all__ = ['Level', 'Action', 'pandera_schema', 'save_pandera', 'Check', 'ValidationReport', 'BatchRejected', 'validate_batch',
-           'reference_schema', 'validate_files', 'schema_table']
+           'check_trainable', 'reference_schema', 'validate_files', 'schema_table']
 
 # %% ../nbs/api/03_validation.ipynb #6fc30e89
 def _labels_as_text(y: pd.Series) -> pd.Series:
@@ -384,6 +384,37 @@ def _finish(report: ValidationReport, t0: float, strict: bool) -> ValidationRepo
     report.seconds = time.perf_counter() - t0
     assert report.rows_in == report.rows_kept + report.rows_quarantined, "row accounting broken"
     return report.raise_if_rejected() if strict else report
+
+# %% ../nbs/api/03_validation.ipynb #970a63ff
+def _class_rows_needed(folds: int, train_share: float) -> int:
+    "Rows of a class that give, in expectation, one per cross-validation fold in train and one in valid and test."
+    return max(int(np.ceil(folds / train_share)), folds + 2)
+
+def check_trainable(df: pd.DataFrame, # the kept rows of the training reference
+                    schema: DataSchema, # its schema (target, task)
+                    cfg: PipelineConfig, # `split` sizes, `tuning.cv_folds`, `validation.min_test_rows`
+                   ) -> list[Check]:
+    "Batch-level rejections for a training table too small for its test split, or with a class too rare for the folds."
+    out, n = [], len(df)
+    n_test = round(n * cfg.split.test_size)
+    if n_test < cfg.validation.min_test_rows:
+        out.append(Check("too_few_rows", None, "batch", "reject", n, [],
+                         f"too_few_rows: {n} rows give a test split of {n_test} (split.test_size {cfg.split.test_size:g}), "
+                         f"fewer than validation.min_test_rows = {cfg.validation.min_test_rows}: its metrics would be "
+                         "noise; gather more rows (or lower the limit knowingly)"))
+    if schema.task == "regression" or schema.target not in df.columns: return out
+    counts = df[schema.target].dropna().astype(str).value_counts()
+    train_share = 1 - cfg.split.test_size - cfg.split.valid_size
+    need = _class_rows_needed(cfg.tuning.cv_folds, train_share)
+    rare = counts[counts < need]
+    if len(rare):
+        shown = ", ".join(f"{k!r} has {v}" for k, v in rare.items())
+        out.append(Check("rare_class", schema.target, "batch", "reject", int(rare.sum()), list(rare.index[:5]),
+                         f"rare_class in '{schema.target}': {shown} of {n} labelled rows; each class needs at least "
+                         f"{need} for tuning.cv_folds = {cfg.tuning.cv_folds} folds on the training rows "
+                         f"({train_share:.0%} of the table) plus the validation and test splits; gather more rows "
+                         "of that class, lower tuning.cv_folds, or merge rare classes"))
+    return out
 
 # %% ../nbs/api/03_validation.ipynb #b0182253
 def _read_table(path: Path) -> pd.DataFrame:
