@@ -48,21 +48,24 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipe
         resume: Optional[str] = typer.Option(None, "--resume", help="re-run RUN_ID (or 'latest') from its failed stage"),
         as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON on stdout")):
     "Run the pipeline's stage notebooks with papermill; each executed notebook is its stage's report."
-    from mlops_nb.pipeline import latest_run_dir, run_pipeline
+    from mlops_nb.pipeline import exit_code, latest_resumable, run_pipeline
+    from mlops_nb.registry import StoreError
     cfg = _config(config, param, data, target, workspace)
     run_id = None
     if resume:
         run_id = resume
         if resume == "latest":
-            latest = latest_run_dir(cfg.workspace_path)
-            if latest is None: _fail(f"no run to resume in {cfg.workspace_path / 'runs'}")
+            latest = latest_resumable(cfg.workspace_path)
+            if latest is None: _fail(f"no failed or killed run to resume in {cfg.workspace_path / 'runs'}")
             run_id = latest.name
     try:
         summary = run_pipeline(cfg, stages=stages.split(",") if stages else None, run_id=run_id, resume=bool(resume))
     except (ValueError, FileNotFoundError) as e: _fail(str(e))
+    except StoreError as e: _fail(str(e), 1)
+    except KeyboardInterrupt: _fail("interrupted before the first stage started; nothing to resume", 130)
     if as_json: _print_json(summary)
     else: _print_run(summary)
-    raise typer.Exit(0 if summary["status"] == "succeeded" else 1)
+    raise typer.Exit(exit_code(summary))
 
 # %% ../nbs/api/11_cli.ipynb #4d33a809
 def _print_run(s: dict) -> None:
@@ -75,8 +78,9 @@ def _print_run(s: dict) -> None:
                                                        if isinstance(v, (int, float))))
     m = s.get("model") or {}
     if m.get("version"):
-        failed = [g.get("gate") for g in m.get("gates", []) if not g.get("passed")]
-        verdict = "promoted to champion" if m.get("promoted") else f"not promoted (failed: {', '.join(map(str, failed))})"
+        failed = [str(g.get("gate")) for g in m.get("gates", []) if not g.get("passed")]
+        why = f"failed: {', '.join(failed)}" if failed else m.get("reason") or "no reason recorded"
+        verdict = "promoted to champion" if m.get("promoted") else f"not promoted ({why})"
         say(f"model {m['name']} v{m['version']}: {verdict}")
     say(f"tracking: {s['tracking_uri']}")
 
