@@ -26,7 +26,8 @@ from .config import DataConfig, PipelineConfig
 __all__ = ['EMPLOYMENT', 'HOME_OWNERSHIP', 'PURPOSE', 'REGION', 'CHANNEL', 'TERMS', 'SCENARIOS', 'CSV_DELIMITERS',
            'make_credit_data', 'labels_as_of', 'DataSourceError', 'sniff_delimiter', 'duplicate_columns', 'read_csv',
            'read_parquet', 'read_sql', 'read_source', 'describe_source', 'write_json', 'Record', 'content_hash',
-           'Snapshot', 'snapshot', 'load_snapshot', 'gather', 'log_lineage']
+           'Snapshot', 'SnapshotDamaged', 'snapshot_problem', 'set_aside', 'snapshot', 'load_snapshot', 'gather',
+           'log_lineage']
 
 # %% ../nbs/api/01_data.ipynb #c7cdee0d
 EMPLOYMENT = ["salaried", "self_employed", "unemployed", "retired"]
@@ -360,9 +361,18 @@ class Snapshot(Record):
     new: bool = False  # True when this call wrote the file, False when it existed already
     source: dict = field(default_factory=dict)  # where it came from (`describe_source`), set by `gather`
     created: str | None = None  # when it was gathered (UTC, ISO), set by `gather`
+    repaired: str | None = None  # set when a damaged copy was found, set aside and rewritten
 
     def read(self) -> pd.DataFrame:
-        "Read the table back."
+        "Read the table back, after checking that the file is the content the id names."
+        problem = snapshot_problem(self.path, self.id)
+        if problem == "missing":
+            raise SnapshotDamaged(f"snapshot {self.id} is missing ({self.path}); run the gather stage again to rebuild "
+                                  "it from the source (`mlops-nb run --resume RUN` does when its snapshot is gone)",
+                                  "missing", str(self.path))
+        if problem:
+            raise SnapshotDamaged(f"snapshot {self.id} is damaged: {problem}; set aside as {set_aside(self.path)}; run "
+                                  "the gather stage again to rebuild it from the source", "damaged", str(self.path))
         return read_parquet(self.path)
 
     def to_dict(self) -> dict:
@@ -376,25 +386,64 @@ class Snapshot(Record):
         return super().from_dict(d)
 
 # %% ../nbs/api/01_data.ipynb #dd8d5c86
-def snapshot(df: pd.DataFrame, # the gathered table
-             folder: str | Path, # where snapshots live, usually `<workspace>/snapshots`
-            ) -> Snapshot:
-    "Freeze `df` as `<folder>/<content hash>.parquet`, writing it only if it does not exist yet."
-    df = df.reset_index(drop=True).set_axis([str(c) for c in df.columns], axis=1)
-    sid, folder = content_hash(df), Path(folder)
-    path = folder / f"{sid}.parquet"
-    snap = Snapshot(sid, path, len(df), list(df.columns), {c: str(t) for c, t in df.dtypes.items()})
-    if path.exists(): return snap
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{sid}.", suffix=".tmp", dir=folder)
+class SnapshotDamaged(DataSourceError):
+    "A snapshot file is gone or no longer holds the content its id names."
+
+def _sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
+    return h.hexdigest()
+
+def _checksum_path(path: Path) -> Path: return Path(path).with_suffix(".sha256")
+
+def snapshot_problem(path: str | Path, # the snapshot's Parquet file
+                     sid: str, # its id (the content hash it was written under)
+                    ) -> str | None:
+    "Why the file at `path` is not the snapshot `sid` names (missing, truncated, altered), or None when it is."
+    path = Path(path)
+    if not path.is_file(): return "missing"
+    side = _checksum_path(path)
+    if side.is_file():  # written with the file: a byte-level check, whatever pandas does to dtypes
+        return None if _sha256(path) == side.read_text().strip() else "its bytes changed since it was written"
+    try: h = content_hash(pd.read_parquet(path))
+    except Exception as e: return f"unreadable ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})"
+    return None if h == sid else f"its content hash is {h}"
+
+def set_aside(path: Path) -> Path:
+    "Move a damaged snapshot (and its checksum) into `damaged/` beside it, keeping it for inspection."
+    aside = path.parent / "damaged" / f"{path.stem}.{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}{path.suffix}"
+    aside.parent.mkdir(exist_ok=True)
+    os.replace(path, aside)
+    if _checksum_path(path).exists(): os.replace(_checksum_path(path), aside.with_suffix(".sha256"))
+    return aside
+
+def _write_atomic(write, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        df.to_parquet(tmp, index=False)
+        write(tmp)
         os.chmod(tmp, 0o444)
         os.replace(tmp, path)  # atomic on one file system; a racing writer holds the same content
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+def snapshot(df: pd.DataFrame, # the gathered table
+             folder: str | Path, # where snapshots live, usually `<workspace>/snapshots`
+            ) -> Snapshot:
+    "Freeze `df` as `<folder>/<content hash>.parquet` (with a checksum), writing it unless a sound copy exists."
+    df = df.reset_index(drop=True).set_axis([str(c) for c in df.columns], axis=1)
+    sid, folder = content_hash(df), Path(folder)
+    path = folder / f"{sid}.parquet"
+    snap = Snapshot(sid, path, len(df), list(df.columns), {c: str(t) for c, t in df.dtypes.items()})
+    problem = snapshot_problem(path, sid) if path.exists() else "missing"
+    if problem is None: return snap
+    if problem != "missing":
+        snap.repaired = f"snapshot {sid} was damaged ({problem}): set aside as {set_aside(path)} and written again"
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_atomic(lambda tmp: df.to_parquet(tmp, index=False), path)
+    _write_atomic(lambda tmp: Path(tmp).write_text(_sha256(path)), _checksum_path(path))
     snap.new = True
     return snap
 

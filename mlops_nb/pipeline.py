@@ -500,12 +500,13 @@ def _select(stages: list[str] | None, cfg: PipelineConfig) -> list[Stage]:
 
 # %% ../nbs/api/10_pipeline.ipynb #c29a2da6
 def _products_intact(stage: Stage, run_dir: Path) -> bool:
-    "Are the products of a stage that succeeded still there (and, for gather, its snapshot file)?"
+    "Are the products of a stage that succeeded still there (and, for gather, its snapshot sound)?"
     folder = Path(run_dir) / stage.name
     if not all((folder / p).exists() for p in stage.products): return False
-    record = folder / "snapshot.json"
-    snap = json.loads(record.read_text()).get("path") if stage.name == "gather" and record.exists() else None
-    if snap: return Path(snap).is_file()
+    record = json.loads((folder / "snapshot.json").read_text()) if stage.name == "gather" else {}
+    if record.get("path"):
+        from mlops_nb.data import snapshot_problem
+        return snapshot_problem(record["path"], record.get("snapshot_id", "")) is None
     return True
 
 def _kept_stages(previous: dict, chosen: list[Stage], run_dir: Path) -> dict[str, dict]:
@@ -543,9 +544,9 @@ def run_pipeline(cfg: PipelineConfig, # the validated configuration
     try: lock = file_lock(run_dir / RUN_LOCK, timeout_s=0, what=f"run {run_id}")
     except TimeoutError: raise ValueError(f"run {run_id} is already running in another process") from None
     with lock, signals_interrupt():
-        return _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir)
+        return _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks)
 
-def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir) -> dict:
+def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks) -> dict:
     import mlflow
     previous = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     done = _kept_stages(previous, chosen, run_dir) if resume else {}
