@@ -556,7 +556,9 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks) 
     parent_id = previous.get("mlflow_run_id")
     if parent_id is None:
         parent_id = client.create_run(exp_id, run_name=run_id, tags={"mlops_nb.run_id": run_id}).info.run_id
-    else: client.update_run(parent_id, "RUNNING")
+    else:  # what an interrupted or dead attempt left open is closed before this one starts
+        close_open_runs(client, exp_id, parent_id, "KILLED", "an earlier attempt of this run was interrupted or died")
+        client.update_run(parent_id, "RUNNING")
     t0, records, status, interrupted = time.perf_counter(), [], "succeeded", None
     summarise = lambda st, **kw: write_json(run_dir / "summary.json", build_summary(
         run_id, run_dir, cfg, records, st, mlflow_run_id=parent_id, experiment_id=exp_id,
@@ -579,7 +581,9 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks) 
                      f"    executed notebook: {rec['report']}\n    resume with: mlops-nb run --resume {run_id}")
                 break
             echo(f"[{i}/{len(chosen)}] {stage.name:<9} ok ({rec['seconds']:.1f} s)")
-            for note in _read_result(run_dir, stage.name).get("inferred", []): echo(f"    inferred {note}")
+            result = _read_result(run_dir, stage.name)
+            for note in result.get("inferred", []): echo(f"    inferred {note}")
+            for note in result.get("notes", []): echo(f"    note: {note}")
             summarise("running")
     except KeyboardInterrupt as e:  # a signal between stages
         status, interrupted = "failed", getattr(e, "signal", "SIGINT")
@@ -587,7 +591,7 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks) 
     extra = {"interrupted": interrupted, "error": f"interrupted by {interrupted}"} if interrupted else {}
     summary = json.loads(summarise(status, **extra).read_text())
     client.log_artifact(parent_id, str(run_dir / "summary.json"))
-    why = f"interrupted by {interrupted}" if interrupted else f"pipeline run {status}"
+    why = f"interrupted by {interrupted}" if interrupted else "still running when the pipeline run ended"
     close_open_runs(client, exp_id, parent_id, "KILLED" if interrupted else "FAILED", why)  # trials a kernel left open
     client.set_terminated(parent_id, "FINISHED" if status == "succeeded" else "FAILED")
     if status == "succeeded": mark_latest(cfg.workspace_path, run_id)
