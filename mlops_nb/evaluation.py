@@ -15,7 +15,7 @@ from sklearn import metrics as skm
 
 from .config import Bound, GatesConfig, Task
 from .metrics import Metric, Predictions, get_metric, metric_suite, predictions, safe_value
-from .schema import DataSchema, label_key, label_keys
+from .schema import DataSchema, label_keys
 
 # %% auto #0
 __all__ = ['MIN_SLICE_ROWS', 'MAX_SLICE_VALUES', 'gate_metric', 'model_input', 'predict', 'confusion', 'curves', 'slice_columns',

@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from .config import PipelineConfig
 from .schema import DataSchema
 from .features import SKOPS_TRUSTED_TYPES
 from .models import get_family
