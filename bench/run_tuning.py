@@ -70,7 +70,8 @@ def run_in_process(args) -> dict:
 
 def bench_setting(name, base, schema, train, trials, pruner, workers, threads, storage, processes=0) -> dict:
     import optuna
-    from mlops_nb.tuning import _result, get_metric, search_spaces, tune
+    from mlops_nb.metrics import get_metric
+    from mlops_nb.tuning import _result, search_spaces, tune
     study = f"bench-{name}"
     t0 = time.perf_counter()
     if processes:
@@ -123,7 +124,7 @@ def main():
     len_rows[0] = args.rows
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from mlops_nb.tuning import threads_per_worker
+    from mlops_nb.models import threads_per_worker
     info = machine()
     base, schema, train = load(args.rows, args.seed)
     cores = threads_per_worker(1)

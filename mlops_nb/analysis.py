@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .config import AnalysisConfig
-from .schema import DataSchema, _ID_NAME
+from .schema import DataSchema, _ID_NAME, is_label, label_keys
 
 # %% auto #0
 __all__ = ['IMBALANCE_SHARE', 'ID_LIKE_SHARE', 'profile', 'target_summary', 'correlations', 'correlated_pairs', 'duplicates',
@@ -71,7 +71,7 @@ def target_summary(df: pd.DataFrame, schema: DataSchema) -> dict[str, Any]:
         out |= {k: float(x) for k, x in v.describe()[["mean", "std", "min", "25%", "50%", "75%", "max"]].items()}
         out["skew"] = float(v.skew()) if len(v) > 2 else 0.0
     else:
-        vc = y.dropna().astype(str).value_counts().sort_index()
+        vc = pd.Series(label_keys(y.dropna())).value_counts().sort_index()  # 1, 1.0, "1", True: one label
         out["counts"] = {k: int(v) for k, v in vc.items()}
         out["shares"] = {k: round(float(v / vc.sum()), 6) for k, v in vc.items()}
         out["minority_share"] = float(vc.min() / vc.sum()) if len(vc) else 0.0
@@ -107,10 +107,8 @@ def duplicates(df: pd.DataFrame, schema: DataSchema) -> dict[str, int]:
 def _target_matrix(y: pd.Series, schema: DataSchema) -> np.ndarray:
     "The target as an (n, k) float matrix: 0/1 positive indicator, one-hot classes, or the value."
     if schema.task == "regression": return pd.to_numeric(y, errors="coerce").to_numpy(dtype=float)[:, None]
-    ys = y.astype(str).to_numpy()
-    if schema.task == "binary":
-        pos = str(schema.positive_label) if schema.positive_label is not None else pd.Series(ys).value_counts().index[-1]
-        return (ys == pos).astype(float)[:, None]
+    if schema.task == "binary": return is_label(y, schema.positive_label).astype(float)[:, None]
+    ys = label_keys(y).astype(str)
     classes = np.unique(ys)
     return (ys[:, None] == classes[None, :]).astype(float)
 
@@ -243,7 +241,7 @@ def find_flags(df: pd.DataFrame, # clean rows
     if y.isna().any():
         flags.append(_flag("target_missing", schema.target, f"{int(y.isna().sum())} rows without a label"))
     if schema.task != "regression" and len(y.dropna()):
-        vc = y.dropna().astype(str).value_counts()
+        vc = pd.Series(label_keys(y.dropna())).value_counts()
         if vc.iloc[-1] / vc.sum() < IMBALANCE_SHARE:
             flags.append(_flag("imbalanced", schema.target, f"class {vc.index[-1]!r} is {vc.iloc[-1] / vc.sum():.2%} of "
                                f"labelled rows ({int(vc.iloc[-1])}); prefer ROC AUC / PR AUC over accuracy"))
@@ -308,7 +306,7 @@ def plot_target(df: pd.DataFrame, schema: DataSchema):
     if schema.task == "regression":
         ax.hist(pd.to_numeric(y, errors="coerce").dropna(), bins=40, color="tab:blue"); ax.set_ylabel("rows")
     else:
-        vc = y.astype(str).value_counts().sort_index()
+        vc = pd.Series(label_keys(y)).value_counts().sort_index()
         ax.bar(vc.index, vc.to_numpy(), color="tab:blue")
         for i, v in enumerate(vc.to_numpy()): ax.annotate(f"{v / vc.sum():.1%}", (i, v), ha="center", va="bottom")
         ax.set_ylabel("rows"); ax.set_ylim(0, vc.max() * 1.15)
@@ -354,7 +352,7 @@ def plot_distributions(df: pd.DataFrame, # clean rows
         if not ok.any(): ax.set_title(f"{c} (empty)", fontsize=9); continue
         edges = np.histogram_bin_edges(x[ok], bins=30)
         if by_class:
-            y = df[schema.target].astype(str).to_numpy()
+            y = label_keys(df[schema.target]).astype(str)
             for lab in np.unique(y[ok]):
                 ax.stairs(np.histogram(x[ok & (y == lab)], bins=edges, density=True)[0], edges, fill=True, alpha=0.45,
                           label=str(lab))

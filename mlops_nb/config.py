@@ -110,7 +110,7 @@ class TuningConfig(_Section):
     "Hyper-parameter search with Optuna."
     families: list[Family] = Field(["linear", "hgb", "rf"], min_length=1, description="model families to search")
     metric: str | None = Field(None,
-        description="objective; default `roc_auc` (binary), `neg_log_loss` (multiclass), `rmse` (regression)")
+        description="objective; default `roc_auc` (binary), `log_loss` (multiclass), `rmse` (regression)")
     n_trials: int = Field(12, ge=1, description="trial budget")
     timeout_s: float | None = Field(300, gt=0, description="time budget in seconds")
     workers: int = Field(1, ge=1,

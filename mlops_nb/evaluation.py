@@ -14,88 +14,33 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from .config import Bound, GatesConfig, Task
-from .schema import DataSchema
+from .metrics import Metric, Predictions, get_metric, metric_suite, predictions, safe_value
+from .schema import DataSchema, label_keys
 
 # %% auto #0
-__all__ = ['HIGHER_IS_BETTER', 'LOWER_IS_BETTER', 'DEFAULT_OBJECTIVE', 'MIN_SLICE_ROWS', 'MAX_SLICE_VALUES', 'metric_value',
-           'Predictions', 'model_input', 'predict', 'metric_suite', 'confusion', 'curves', 'slice_columns',
+__all__ = ['MIN_SLICE_ROWS', 'MAX_SLICE_VALUES', 'gate_metric', 'model_input', 'predict', 'confusion', 'curves', 'slice_columns',
            'slice_metrics', 'fairness', 'baseline', 'check_gates', 'evaluate', 'gate_table', 'metrics_table',
            'slices_table', 'fairness_table', 'plot_roc_pr', 'plot_calibration', 'plot_confusion', 'plot_residuals',
            'evaluation_figures', 'log_evaluation']
 
 # %% ../nbs/api/08_evaluation.ipynb #a14f7437
-HIGHER_IS_BETTER = {"roc_auc", "roc_auc_ovr", "pr_auc", "pr_auc_macro", "accuracy", "balanced_accuracy", "f1",
-                    "f1_macro", "precision", "precision_macro", "recall", "recall_macro", "r2",
-                    "demographic_parity_ratio", "equalized_odds_ratio"}
-LOWER_IS_BETTER = {"log_loss", "brier", "ece", "rmse", "mae", "median_ae", "demographic_parity_difference",
-                   "equalized_odds_difference", "rmse_gap", "mae_gap"}
-_ALIASES = {"roc_auc": "roc_auc_ovr", "pr_auc": "pr_auc_macro", "f1": "f1_macro", "precision": "precision_macro",
-            "recall": "recall_macro", "auc": "roc_auc", "average_precision": "pr_auc", "logloss": "log_loss",
-            "macro_f1": "f1_macro", "brier_score": "brier", "r2_score": "r2"}  # the tuning module's spellings too
-DEFAULT_OBJECTIVE = {"binary": "roc_auc", "multiclass": "neg_log_loss", "regression": "rmse"}
-
-
-def metric_value(name: str, # metric as written in a gate or the tuning objective
-                 metrics: dict, # computed metrics, plain names
-                 where: str = "metric", # what asked, for the error message (e.g. `gates.absolute.roc_auc`)
-                ) -> tuple[float | None, bool]:
-    "The value of metric `name` in `metrics` and whether higher is better; a clear error when it is not there."
-    base = name.lower().removeprefix("test_")
-    sign = 1
-    if base.startswith("neg_") and base not in metrics: sign, base = -1, base[4:]
-    chain = [base, _ALIASES.get(base), _ALIASES.get(_ALIASES.get(base))]
-    key = next((k for k in chain if k in metrics), None)
-    if key is None:
-        raise KeyError(f"{where}: no metric '{name}' for this model; available: {sorted(metrics)}")
-    if key not in HIGHER_IS_BETTER | LOWER_IS_BETTER:
-        raise KeyError(f"{where}: metric '{name}' has no known direction; use one of {sorted(HIGHER_IS_BETTER | LOWER_IS_BETTER)}")
-    v = metrics[key]
-    higher = key in HIGHER_IS_BETTER
-    return (None if v is None else sign * v), (higher if sign == 1 else not higher)
-
-# %% ../nbs/api/08_evaluation.ipynb #294025e8
-class Predictions:
-    "Labels, predictions and (classification) class probabilities of one model on one frame."
-    def __init__(self, task: Task, y_true, y_pred, proba=None, classes=None, positive=None):
-        self.task, self.classes, self.positive = task, classes, positive
-        self.y_true, self.y_pred = np.asarray(y_true, dtype=object if task != "regression" else float), np.asarray(y_pred)
-        self.proba = None if proba is None else np.asarray(proba, dtype=float)
-
-    @property
-    def score(self):
-        "Probability of the positive class (binary), else None."
-        return self.proba[:, self.classes.index(self.positive)] if self.task == "binary" else None
-
-    def subset(self, mask) -> Predictions:
-        "The predictions of the rows where `mask` is true."
-        m = np.asarray(mask, dtype=bool)
-        return Predictions(self.task, self.y_true[m], self.y_pred[m], None if self.proba is None else self.proba[m],
-                           self.classes, self.positive)
-
-    def __len__(self): return len(self.y_true)
+def gate_metric(name: str, # metric as written in a gate or the tuning objective
+                metrics: dict, # a computed `metric_suite`
+                task: Task, # the model's task
+                where: str = "metric", # what asked, for the error message (e.g. `gates.absolute.roc_auc`)
+               ) -> tuple[float | None, Metric]:
+    "The value of metric `name` in `metrics`, with its `Metric` (direction); a clear error when the task has no such metric."
+    m = get_metric(name, task, where)
+    if m.name not in metrics: raise KeyError(f"{where}: no metric '{name}' in these metrics; available: {sorted(metrics)}")
+    return metrics[m.name], m
 
 # %% ../nbs/api/08_evaluation.ipynb #fda57baf
-def _same(a, b) -> bool: return a == b or str(a) == str(b)
-
-def _is(values, label) -> np.ndarray:
-    "Vectorised `_same`: a boolean array of which `values` are `label` (as objects or as text: 1 and '1' match)."
-    v = np.asarray(values, dtype=object)
-    return (v == label) | (v.astype(str) == str(label))
-
-def _labels_like(values, classes):
-    "Map label values onto the matching entries of `classes` (so 1 and '1' compare equal)."
-    lookup = {str(c): c for c in classes}
-    return np.array([lookup.get(str(v), v) for v in values], dtype=object)
-
-
 def model_input(model, df: pd.DataFrame, schema: DataSchema) -> pd.DataFrame:
     "The columns of `df` that `model` was fitted on (`feature_names_in_`), else `schema.features`."
     cols = list(getattr(model, "feature_names_in_", schema.features))
     missing = [c for c in cols if c not in df.columns]
     if missing: raise KeyError(f"the model needs column(s) {missing}, which the test data lacks; columns: {list(df.columns)}")
     return df[cols]
-
-
 
 # %% ../nbs/api/08_evaluation.ipynb #8d3947ca
 def predict(model, # fitted sklearn estimator/pipeline taking raw feature columns
@@ -105,68 +50,8 @@ def predict(model, # fitted sklearn estimator/pipeline taking raw feature column
            ) -> Predictions:
     "Score `model` on `df`: labels, predictions and class probabilities."
     if schema.target not in df.columns: raise KeyError(f"target '{schema.target}' is not a column of the test data")
-    X, y = model_input(model, df, schema), df[schema.target].to_numpy()
-    if schema.task == "regression": return Predictions("regression", y, model.predict(X).astype(float))
-    classes = list(getattr(model, "classes_", schema.classes or []))
-    proba = model.predict_proba(X)
-    y = _labels_like(y, classes)
-    if schema.task == "binary":
-        pos = next((c for c in classes if _same(c, schema.positive_label)), None)
-        if pos is None: raise ValueError(f"positive label {schema.positive_label!r} is not a class of the model; classes: {classes}")
-        neg = next(c for c in classes if c is not pos)
-        p = proba[:, classes.index(pos)]
-        return Predictions("binary", y, np.where(p >= threshold, pos, neg).astype(object), proba, classes, pos)
-    return Predictions("multiclass", y, np.asarray(classes, dtype=object)[proba.argmax(1)], proba, classes)
-
-# %% ../nbs/api/08_evaluation.ipynb #4577f3db
-def _safe(fn, *args, **kw):
-    try:
-        with np.errstate(all="ignore"), _quiet():
-            v = float(fn(*args, **kw))
-        return v if math.isfinite(v) else None
-    except (ValueError, ZeroDivisionError, IndexError):
-        return None
-
-class _quiet:
-    def __enter__(self):
-        import warnings
-        self._w = warnings.catch_warnings(); self._w.__enter__(); warnings.simplefilter("ignore")
-    def __exit__(self, *a): return self._w.__exit__(*a)
-
-
-def _ece(y, p, bins=10) -> float:
-    "Expected calibration error: mean |observed rate - mean probability| over equal-width bins, weighted by rows."
-    idx = np.minimum((p * bins).astype(int), bins - 1)
-    return sum(abs(y[idx == b].mean() - p[idx == b].mean()) * (idx == b).mean() for b in np.unique(idx))
-
-
-def metric_suite(pred: Predictions) -> dict[str, float | None]:
-    "Every metric of the task for `pred`, by plain name (None where undefined)."
-    if pred.task == "regression":
-        y, yp = pred.y_true, pred.y_pred
-        return {"rmse": _safe(lambda: math.sqrt(skm.mean_squared_error(y, yp))), "mae": _safe(skm.mean_absolute_error, y, yp),
-                "median_ae": _safe(skm.median_absolute_error, y, yp), "r2": _safe(skm.r2_score, y, yp)}
-    y, yp, cl = pred.y_true, pred.y_pred, pred.classes
-    if pred.task == "binary":
-        yb, s, pos = _is(y, pred.positive), pred.score, pred.positive
-        ypb = _is(yp, pos)
-        return {"roc_auc": _safe(skm.roc_auc_score, yb, s), "pr_auc": _safe(skm.average_precision_score, yb, s),
-                "log_loss": _safe(skm.log_loss, yb, s, labels=[False, True]), "brier": _safe(skm.brier_score_loss, yb, s),
-                "ece": _safe(_ece, yb, s), "accuracy": _safe(skm.accuracy_score, yb, ypb),
-                "balanced_accuracy": _safe(skm.balanced_accuracy_score, yb, ypb),
-                "f1": _safe(skm.f1_score, yb, ypb, zero_division=0),
-                "precision": _safe(skm.precision_score, yb, ypb, zero_division=0),
-                "recall": _safe(skm.recall_score, yb, ypb, zero_division=0)}
-    Y = np.column_stack([_is(y, c) for c in cl]).astype(int)
-    present = Y.sum(0) > 0
-    return {"roc_auc_ovr": _safe(lambda: skm.roc_auc_score(Y[:, present], pred.proba[:, present], average="macro")),
-            "pr_auc_macro": _safe(lambda: skm.average_precision_score(Y[:, present], pred.proba[:, present], average="macro")),
-            "log_loss": _safe(skm.log_loss, Y, pred.proba), "brier": _safe(lambda: ((pred.proba - Y) ** 2).sum(1).mean()),
-            "accuracy": _safe(skm.accuracy_score, y.astype(str), yp.astype(str)),
-            "balanced_accuracy": _safe(skm.balanced_accuracy_score, y.astype(str), yp.astype(str)),
-            "f1_macro": _safe(skm.f1_score, y.astype(str), yp.astype(str), average="macro", zero_division=0),
-            "precision_macro": _safe(skm.precision_score, y.astype(str), yp.astype(str), average="macro", zero_division=0),
-            "recall_macro": _safe(skm.recall_score, y.astype(str), yp.astype(str), average="macro", zero_division=0)}
+    return predictions(model, model_input(model, df, schema), df[schema.target].to_numpy(), schema.task,
+                       schema.positive_label, threshold)
 
 # %% ../nbs/api/08_evaluation.ipynb #006f7e97
 def _r(a, nd=4) -> list: return [round(float(v), nd) for v in a]
@@ -174,9 +59,9 @@ def _r(a, nd=4) -> list: return [round(float(v), nd) for v in a]
 def confusion(pred: Predictions) -> dict | None:
     "Confusion matrix at the threshold: `{labels, matrix}` (rows true, columns predicted); None for regression."
     if pred.task == "regression": return None
-    labels = [str(c) for c in pred.classes]
-    m = skm.confusion_matrix(pred.y_true.astype(str), pred.y_pred.astype(str), labels=labels)
-    return {"labels": labels, "matrix": m.tolist()}
+    keys = label_keys(pred.classes).astype(str).tolist()
+    m = skm.confusion_matrix(pred.true_keys.astype(str), pred.pred_keys.astype(str), labels=keys)
+    return {"labels": [str(c) for c in pred.classes], "matrix": m.tolist()}
 
 
 def curves(pred: Predictions, bins: int = 10, max_points: int = 1000, seed: int = 0) -> dict:
@@ -187,11 +72,8 @@ def curves(pred: Predictions, bins: int = 10, max_points: int = 1000, seed: int 
         idx.sort()
         return {"residuals": {"y_pred": _r(pred.y_pred[idx]), "residual": _r(pred.y_true[idx] - pred.y_pred[idx])}}
     out = {}
-    if pred.task == "binary":
-        yb, s = _is(pred.y_true, pred.positive), pred.score
-    else:
-        s = pred.proba.max(1)
-        yb = pred.y_true.astype(str) == pred.y_pred.astype(str)
+    if pred.task == "binary": yb, s = pred.is_positive, pred.score
+    else: yb, s = pred.true_keys == pred.pred_keys, pred.proba.max(1)
     if 0 < yb.sum() < len(yb):
         if pred.task == "binary":
             fpr, tpr, _ = skm.roc_curve(yb, s)
@@ -232,15 +114,15 @@ def slice_metrics(pred: Predictions, # predictions on the rows of `df`
             sub = pred.subset(g == v)
             row = {"column": col, "value": v, "rows": len(sub), "gated": len(sub) >= min_rows}
             if pred.task == "binary":
-                row["positive_rate"] = round(float(_is(sub.y_true, pred.positive).mean()), 4)
-                row["predicted_positive_rate"] = round(float(_is(sub.y_pred, pred.positive).mean()), 4)
+                row["positive_rate"] = round(float(sub.is_positive.mean()), 4)
+                row["predicted_positive_rate"] = round(float(sub.predicted_positive.mean()), 4)
             out.append(row | metric_suite(sub))
     return out
 
 # %% ../nbs/api/08_evaluation.ipynb #037acf8e
 def _fair_binary(yb, ypb, s) -> dict:
     from fairlearn import metrics as fm
-    f = lambda fn: _safe(fn, yb, ypb, sensitive_features=s)
+    f = lambda fn: safe_value(fn, yb, ypb, sensitive_features=s)
     return {"demographic_parity_difference": f(fm.demographic_parity_difference),
             "demographic_parity_ratio": f(fm.demographic_parity_ratio),
             "equalized_odds_difference": f(fm.equalized_odds_difference),
@@ -266,11 +148,10 @@ def fairness(pred: Predictions, df: pd.DataFrame, schema: DataSchema, min_rows: 
             rmse, mae = err.apply(lambda e: math.sqrt((e ** 2).mean())), err.apply(lambda e: e.abs().mean())
             res["metrics"] = {"rmse_gap": float(rmse.max() - rmse.min()), "mae_gap": float(mae.max() - mae.min())}
         elif pred.task == "binary":
-            res["metrics"] = _fair_binary(_is(sub.y_true, pred.positive).astype(int),
-                                          _is(sub.y_pred, pred.positive).astype(int), s)
+            res["metrics"] = _fair_binary(sub.is_positive.astype(int), sub.predicted_positive.astype(int), s)
         else:
-            per = [_fair_binary((sub.y_true.astype(str) == str(c)).astype(int), (sub.y_pred.astype(str) == str(c)).astype(int), s)
-                   for c in pred.classes]
+            per = [_fair_binary((sub.true_keys == k).astype(int), (sub.pred_keys == k).astype(int), s)
+                   for k in label_keys(pred.classes)]
             res["metrics"] = {k: (max if k.endswith("difference") else min)([p[k] for p in per if p[k] is not None], default=None)
                               for k in per[0]}
         out[col] = res
@@ -317,7 +198,8 @@ def _bound_rows(gate: str, name: str, value, bound: Bound) -> list[dict]:
 
 def check_gates(metrics: dict, # the model's test metrics
                 gates: GatesConfig, # `cfg.gates`
-                objective: str, # tuning objective (default metric of the champion and baseline gates)
+                task: Task, # the model's task
+                objective: str | None = None, # tuning objective (champion and baseline gates); default per task
                 fairness_by_attr: dict | None = None, # `fairness(...)` result
                 baseline_metrics: dict | None = None, # `baseline(...)["metrics"]`
                 champion_metrics: dict | None = None, # the champion's metrics on the same rows, None = no champion
@@ -326,7 +208,7 @@ def check_gates(metrics: dict, # the model's test metrics
     "The gate table: one row `{gate, metric, value, threshold, passed, why}` per check."
     rows = []
     for name, bound in gates.absolute.items():
-        v, _ = metric_value(name, metrics, f"gates.absolute.{name}")
+        v, _ = gate_metric(name, metrics, task, f"gates.absolute.{name}")
         rows += _bound_rows("absolute", name, v, bound)
     if gates.fairness:
         fairness_by_attr = fairness_by_attr or {}
@@ -342,18 +224,18 @@ def check_gates(metrics: dict, # the model's test metrics
                 if name not in known:
                     raise KeyError(f"gates.fairness.{name}: no fairness metric '{name}'; available: {sorted(known)}")
                 rows += _bound_rows(f"fairness ({attr})", name, res["metrics"][name], bound)
-    obj, higher = metric_value(objective, metrics, "tuning objective")
+    obj, om = gate_metric(objective, metrics, task, "tuning.metric")
     if gates.beat_baseline and baseline_metrics is not None:
-        b, _ = metric_value(objective, baseline_metrics, "baseline")
-        ok = obj is not None and b is not None and (obj > b if higher else obj < b)
-        rows.append(_row("baseline", objective, obj, b, ok,
-                         f"{objective} {_fmt(obj)} {'beats' if ok else 'does not beat'} the baseline's {_fmt(b)}"))
-    cm_name = gates.champion.metric or objective
-    v, higher = metric_value(cm_name, metrics, "gates.champion.metric")
+        b, _ = gate_metric(om.name, baseline_metrics, task, "baseline")
+        ok = obj is not None and b is not None and om.better(obj, b)
+        rows.append(_row("baseline", om.name, obj, b, ok,
+                         f"{om.name} {_fmt(obj)} {'beats' if ok else 'does not beat'} the baseline's {_fmt(b)}"))
+    v, cm = gate_metric(gates.champion.metric or om.name, metrics, task, "gates.champion.metric")
+    cm_name, higher = cm.name, cm.greater_is_better
     if champion_metrics is None:
         rows.append(_row("champion", cm_name, v, None, True, "no champion yet: the first model faces the other gates only"))
     else:
-        c, _ = metric_value(cm_name, champion_metrics, "champion")
+        c, _ = gate_metric(cm_name, champion_metrics, task, "champion")
         margin = gates.champion.margin
         lim = None if c is None else (c - margin if higher else c + margin)
         ok = v is not None and (lim is None or (v >= lim if higher else v <= lim))
@@ -380,11 +262,11 @@ def evaluate(model, # fitted pipeline (the challenger), taking raw feature colum
              gates: GatesConfig, # `cfg.gates`
              champion=None, # the current champion: a fitted model, or an object with `.model` and `.version`; None = first model
              train_df: pd.DataFrame | None = None, # train split, for the baseline (None: baseline priors from the test rows)
-             objective: str | None = None, # tuning objective; default per task (`roc_auc`, `neg_log_loss`, `rmse`)
+             objective: str | None = None, # tuning objective; default per task (`roc_auc`, `log_loss`, `rmse`)
              min_slice_rows: int = MIN_SLICE_ROWS, # slices below this size are shown, not gated
             ) -> dict:
     "Score `model` on `test_df`: metrics, curves, slices, fairness, baseline, champion and the gate table."
-    objective = objective or DEFAULT_OBJECTIVE[schema.task]
+    objective = get_metric(objective, schema.task).name
     thr = gates.threshold if schema.task == "binary" else None
     unlabelled = int(test_df[schema.target].isna().sum()) if schema.target in test_df.columns else 0
     if unlabelled: test_df = test_df[test_df[schema.target].notna()].reset_index(drop=True)
@@ -397,7 +279,7 @@ def evaluate(model, # fitted pipeline (the challenger), taking raw feature colum
         cmodel, cversion = getattr(champion, "model", champion), getattr(champion, "version", None)
         champ = {"version": None if cversion is None else str(cversion),
                  "metrics": metric_suite(predict(cmodel, test_df, schema, gates.threshold))}
-    rows = check_gates(metrics, gates, objective, fair, base and base["metrics"],
+    rows = check_gates(metrics, gates, schema.task, objective, fair, base and base["metrics"],
                        champ and champ["metrics"], champ and champ["version"])
     return _jsonable({"task": schema.task, "rows": len(test_df), "unlabelled_rows_skipped": unlabelled,
                       "objective": objective, "threshold": thr,

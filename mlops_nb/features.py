@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from .config import FeaturesConfig, SplitConfig
-from .schema import DataSchema, coerce_column
+from .schema import DataSchema, coerce_column, label_keys
 
 # %% auto #0
 __all__ = ['MIN_CLASS_ROWS', 'DATETIME_PARTS', 'SEASONAL_PARTS', 'SKOPS_TRUSTED_TYPES', 'SplitResult', 'split_method',
@@ -64,7 +64,7 @@ def _split_random(df, schema, cfg, seed, notes, stratify=False):
     fixed = np.array([], dtype=int)  # rows kept in train whatever happens (tiny classes)
     y = None
     if stratify:
-        y = df[schema.target].astype(str).fillna("(missing)").to_numpy()
+        y = pd.Series(label_keys(df[schema.target])).fillna("(missing)").to_numpy()  # strata by label key: 1, 1.0, "1", True alike
         counts = pd.Series(y).value_counts()
         tiny = counts[counts < MIN_CLASS_ROWS]
         if len(tiny):
@@ -135,7 +135,7 @@ def split_summary(split: SplitResult, schema: DataSchema) -> dict[str, Any]:
                          for k, f in split.frames.items()}
     else:
         out["label_share"] = {k: {str(c): round(float(x), 4) for c, x in
-                                  f[schema.target].astype(str).value_counts(normalize=True).sort_index().items()}
+                                  pd.Series(label_keys(f[schema.target])).value_counts(normalize=True).sort_index().items()}
                               for k, f in split.frames.items()}
     return out
 

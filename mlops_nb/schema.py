@@ -20,7 +20,8 @@ from .config import PipelineConfig, Task
 
 # %% auto #0
 __all__ = ['Kind', 'Role', 'NUMERIC_SHARE', 'MAX_CLASSES', 'ColumnSpec', 'DataSchema', 'infer_kind', 'coerce_column',
-           'coerce_frame', 'infer_task', 'infer_schema']
+           'coerce_frame', 'label_keys', 'label_key', 'is_label', 'match_labels', 'class_index', 'infer_task',
+           'infer_schema']
 
 # %% ../nbs/api/02_schema.ipynb #f46c7a20
 Kind = Literal["numeric", "categorical", "datetime"]
@@ -149,6 +150,67 @@ def coerce_frame(df: pd.DataFrame, schema: DataSchema) -> tuple[pd.DataFrame, pd
         out[c.name], bad[c.name] = coerce_column(df[c.name], c.kind)
     return out, bad
 
+# %% ../nbs/api/02_schema.ipynb #9ade9802
+_EXACT_INT = 2 ** 53  # floats beyond this are not exact integers: they keep their float text
+
+def _number_keys(x: np.ndarray) -> np.ndarray:
+    "Keys of float values: integral ones as integers, others as float text, NaN as None."
+    out = np.full(len(x), None, dtype=object)
+    whole = np.isfinite(x) & (np.abs(x) < _EXACT_INT)
+    whole &= x == np.round(np.where(whole, x, 0))
+    out[whole] = x[whole].astype(np.int64).astype(str)
+    other = ~np.isnan(x) & ~whole
+    out[other] = x[other].astype(str)
+    return out
+
+def label_keys(values, # label values: a Series, array or list (any mix of numbers, booleans and text)
+              ) -> np.ndarray:
+    "The canonical text key of each label value (None where missing): `1`, `1.0`, `'1'` and `True` all give `'1'`."
+    s = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values, dtype=object), dtype=object)
+    if pd.api.types.is_integer_dtype(s) and not s.isna().any(): return s.to_numpy().astype(str).astype(object)
+    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+        return _number_keys(s.to_numpy(dtype=float, na_value=np.nan))
+    obj = s.astype(object)
+    missing = obj.isna().to_numpy()
+    text = obj.where(~missing, "").astype(str)
+    low = text.str.strip().str.lower()
+    num = pd.to_numeric(obj.where(~missing, np.nan), errors="coerce").to_numpy(dtype=float)
+    num = np.where(low == "true", 1.0, np.where(low == "false", 0.0, num))
+    out = np.where(np.isnan(num), text.to_numpy(dtype=object), _number_keys(num))
+    out[missing] = None
+    return out
+
+def label_key(value) -> str | None:
+    "The key of one label value (see `label_keys`)."
+    return label_keys([value])[0]
+
+# %% ../nbs/api/02_schema.ipynb #5c8fe69f
+def is_label(values, # label values
+             label, # the label looked for, in any spelling
+            ) -> np.ndarray:
+    "Boolean array: which `values` are `label` (compared by `label_keys`)."
+    return label_keys(values) == label_key(label)
+
+def match_labels(values, # label values
+                 classes: list, # the classes to map onto, e.g. a model's `classes_`
+                ) -> np.ndarray:
+    "`values` as the entries of `classes` with the same key; values matching no class are kept as they are."
+    pos = pd.Index(label_keys(classes)).get_indexer(label_keys(values))
+    out = np.asarray(values, dtype=object).copy()
+    out[pos >= 0] = np.asarray(classes, dtype=object)[pos[pos >= 0]]
+    return out
+
+def class_index(classes: list, # a model's classes, in column order
+                label, # the label looked for, in any spelling
+                what: str = "positive label", # what `label` is, for the error message
+               ) -> int:
+    "Position of `label` in `classes` (by key); a clear error when it is not one of them."
+    hit = np.flatnonzero(is_label(classes, label))
+    if not len(hit):
+        raise ValueError(f"{what} {label!r} is not one of the classes {list(classes)}; "
+                         "set positive_label in pipeline.yaml to one of them")
+    return int(hit[0])
+
 # %% ../nbs/api/02_schema.ipynb #69692032
 _ID_NAME = re.compile(r"(^|_)(id|uuid|key|guid)$|^(id|index|row_?id|record)$", re.I)
 _UNNAMED = re.compile(r"^(Unnamed: \d+|index|level_0)?$")
@@ -158,7 +220,7 @@ MAX_CLASSES = 20  # an integer target with more distinct values than this is a r
 def infer_task(y: pd.Series) -> Task:
     "Binary, multiclass or regression, from the label values."
     v = y.dropna()
-    n = v.nunique()
+    n = pd.unique(label_keys(v)).size  # 1, 1.0 and "1" are one label
     if n < 2: raise ValueError(f"target '{y.name}' has {n} distinct value(s); a model needs at least two")
     if n == 2: return "binary"
     numeric = pd.api.types.is_numeric_dtype(v) and not pd.api.types.is_bool_dtype(v)
@@ -172,13 +234,19 @@ def _py(v):
     "A JSON-friendly Python scalar."
     return v.item() if isinstance(v, np.generic) else v
 
-def _positive(classes: list, configured) -> Any:
-    if configured is not None:
-        match = [c for c in classes if str(c) == str(configured)]
-        if not match: raise ValueError(f"positive_label {configured!r} is not a label value; labels: {classes}")
-        return match[0]
-    if set(map(str, classes)) in ({"0", "1"}, {"False", "True"}, {"0.0", "1.0"}): return classes[-1]
-    return None  # decided by frequency below
+def _label_classes(y: pd.Series) -> tuple[list, pd.Series]:
+    "The classes of label `y` (one value per key, sorted) and the rows per key, most frequent first."
+    v = y.dropna()
+    keys = pd.Series(label_keys(v), index=v.index)
+    classes = sorted((_py(c) for c in v[~keys.duplicated()]), key=lambda c: (str(type(c)), c))
+    return classes, keys.value_counts()
+
+def _positive(classes: list, configured, counts: pd.Series) -> tuple[Any, str | None]:
+    "The positive class: as configured, else the one keyed '1' of a 0/1 (False/True) label, else the minority class."
+    if configured is not None: return classes[class_index(classes, configured, "positive_label")], None
+    if sorted(label_keys(classes)) == ["0", "1"]: return classes[class_index(classes, 1)], None
+    pos = classes[class_index(classes, counts.index[-1])]
+    return pos, f"positive label: {pos!r} (the minority class)"
 
 def _is_id_like(s: pd.Series, kind: Kind) -> bool:
     "All values distinct and not a measurement: text or integers (a unique float is a measurement)."
@@ -251,13 +319,10 @@ def infer_schema(df: pd.DataFrame, cfg: PipelineConfig) -> DataSchema:
 
     classes = positive = None
     if task != "regression":
-        counts = y.dropna().value_counts()
-        classes = sorted((_py(v) for v in counts.index), key=lambda v: (str(type(v)), v))
+        classes, counts = _label_classes(y)
         if task == "binary":
-            positive = _positive(classes, cfg.positive_label)
-            if positive is None:
-                positive = _py(counts.index[-1])
-                notes.append(f"positive label: {positive!r} (the minority class)")
+            positive, note = _positive(classes, cfg.positive_label, counts)
+            if note: notes.append(note)
     return DataSchema(columns=specs, target=cfg.target, task=task, classes=classes, positive_label=positive,
                       id_column=id_col, time_column=time_col, protected=list(cfg.protected), rows=len(df),
                       inferred=notes)

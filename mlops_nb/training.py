@@ -21,40 +21,14 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from .config import PipelineConfig
 from .schema import DataSchema
-from .tuning import fit_quietly, get_metric, make_estimator, score_model, threads_per_worker
+from .features import SKOPS_TRUSTED_TYPES
+from .models import get_family
 
 # %% auto #0
-__all__ = ['FAMILY_TRUSTED_TYPES', 'MODEL_PACKAGES', 'build_model', 'fit_model', 'refit_rows', 'notebook_hash', 'notebook_hashes',
-           'git_commit', 'find_stages_dir', 'trusted_types', 'model_requirements', 'model_signature', 'log_model',
-           'log_provenance', 'LoadChecker', 'check_load', 'TrainedModel']
-
-# %% ../nbs/api/07_training.ipynb #0ef3e373
-def build_model(family: str, # model family (`linear`, `hgb`, `rf`)
-                params: dict, # the estimator's hyper-parameters (from `best.json`)
-                schema: DataSchema, # the run's schema: features, kinds and task
-                cfg: PipelineConfig, # the pipeline config: `features` section and `seed`
-                n_jobs: int = 1, # threads of threaded estimators (random forest)
-               ) -> Pipeline:
-    "An unfitted `Pipeline(preprocess, model)` taking the raw `schema.features` columns."
-    from mlops_nb.features import build_preprocessor
-    est = make_estimator(family, schema.task, params, seed=cfg.seed, n_jobs=n_jobs)
-    return Pipeline([("preprocess", build_preprocessor(schema, cfg.features)), ("model", est)])
-
-def fit_model(family: str, # model family
-              params: dict, # hyper-parameters
-              X: pd.DataFrame, # raw feature columns, `df[schema.features]`
-              y: pd.Series, # labels or values
-              schema: DataSchema, # the run's schema
-              cfg: PipelineConfig, # the pipeline config
-              threads: int | None = None, # threads of the fit; default `threads_per_worker(1, rows=len(X))`
-             ) -> Pipeline:
-    "Build and fit the model; the same inputs and `cfg.seed` give the same model and predictions."
-    missing = [c for c in schema.features if c not in X.columns]
-    if missing: raise ValueError(f"the feature frame lacks schema features {missing}; pass df[schema.features]")
-    threads = threads or threads_per_worker(1, rows=len(X))
-    return fit_quietly(build_model(family, params, schema, cfg, n_jobs=threads), X[schema.features], y, threads)
+__all__ = ['MODEL_PACKAGES', 'refit_rows', 'notebook_hash', 'notebook_hashes', 'git_commit', 'trusted_types',
+           'model_requirements', 'model_signature', 'log_model', 'log_provenance', 'LoadChecker', 'check_load',
+           'TrainedModel']
 
 # %% ../nbs/api/07_training.ipynb #5d423f49
 def refit_rows(train_df: pd.DataFrame, valid_df: pd.DataFrame | None, refit_on: str) -> pd.DataFrame:
@@ -88,27 +62,12 @@ def git_commit(folder: str | Path = ".") -> dict[str, Any]:
         return {"git_commit": head.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError): return {}
 
-# %% ../nbs/api/07_training.ipynb #aaf5ed5f
-def find_stages_dir() -> Path | None:
-    "The stage notebooks' folder of the project checkout, or None outside a checkout (nothing to hash)."
-    from mlops_nb.pipeline import stages_dir
-    try: return stages_dir()
-    except FileNotFoundError: return None
-
 # %% ../nbs/api/07_training.ipynb #6da9df1e
-FAMILY_TRUSTED_TYPES = {
-    "linear": [],
-    "hgb": ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"],
-    "rf": ["sklearn.tree._tree.Tree"],
-}
 MODEL_PACKAGES = ("mlflow", "scikit-learn", "numpy", "pandas", "scipy", "skops", "pydantic", "pyyaml")
 
 def trusted_types(family: str) -> list[str]:
     "The skops types a model of `family` needs trusted: the preprocessing's plus the family's own."
-    from mlops_nb.features import SKOPS_TRUSTED_TYPES
-    if family not in FAMILY_TRUSTED_TYPES:
-        raise ValueError(f"unknown model family {family!r}; known: {sorted(FAMILY_TRUSTED_TYPES)}")
-    return sorted(set(SKOPS_TRUSTED_TYPES) | set(FAMILY_TRUSTED_TYPES[family]))
+    return sorted(set(SKOPS_TRUSTED_TYPES) | set(get_family(family).skops_types))
 
 def model_requirements(packages: tuple[str, ...] = MODEL_PACKAGES) -> list[str]:
     "Pinned pip requirements of a logged model: the packages its code imports, at the installed versions."

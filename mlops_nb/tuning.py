@@ -1,4 +1,4 @@
-"""Model families, search spaces, metrics as objectives, and an Optuna study with pruning, parallel workers and one MLflow run per trial
+"""Search spaces, cross-validation folds, and an Optuna study with pruning, parallel workers and one MLflow run per trial
 
 Docs: https://mlops-nb.github.io/mlops-nb/api/tuning.html.md"""
 
@@ -8,194 +8,29 @@ Docs: https://mlops-nb.github.io/mlops-nb/api/tuning.html.md"""
 from __future__ import annotations
 import json
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import optuna
-from sklearn import metrics as skm
 from sklearn.base import clone
-from sklearn.ensemble import (HistGradientBoostingClassifier, HistGradientBoostingRegressor,
-                              RandomForestClassifier, RandomForestRegressor)
-from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import KFold, StratifiedKFold
-from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from .config import PipelineConfig, Task
-from .schema import DataSchema
+from .features import build_preprocessor
+from .metrics import get_metric
+from .models import FAMILIES, fit_model, fit_quietly, get_family, make_estimator, score_model, threads_per_worker
+from .schema import DataSchema, label_keys
 
 # %% auto #0
-__all__ = ['METRICS', 'METRIC_ALIASES', 'DEFAULT_METRICS', 'FAMILIES', 'SMALL_DATA_ROWS', 'Metric', 'default_metric',
-           'get_metric', 'score_model', 'Family', 'get_family', 'make_estimator', 'search_space', 'search_spaces',
-           'describe_spec', 'suggest_params', 'params_from_trial', 'cv_folds', 'threads_per_worker', 'fit_quietly',
-           'open_storage', 'make_pruner', 'make_sampler', 'TuningResult', 'fold_matrices', 'tune', 'trials_frame',
-           'param_importances', 'plot_study', 'best_per_family', 'validate_families']
-
-# %% ../nbs/api/06_tuning.ipynb #5b16f537
-@dataclass(frozen=True)
-class Metric:
-    "A scoring rule: its name, direction, the tasks it applies to and what it needs from the model."
-    name: str
-    direction: Literal["maximize", "minimize"]
-    tasks: tuple[str, ...]
-    needs: Literal["proba", "label"]
-    fn: Callable = field(repr=False, compare=False)
-
-    @property
-    def greater_is_better(self) -> bool: return self.direction == "maximize"
-    def better(self, a: float, b: float) -> bool:
-        "Is score `a` better than score `b`?"
-        return a > b if self.greater_is_better else a < b
-
-# %% ../nbs/api/06_tuning.ipynb #9e9ef2ba
-_CLF, _BIN, _REG = ("binary", "multiclass"), ("binary",), ("regression",)
-
-def _auc(y, p, classes, pos):
-    if p.ndim == 1: return skm.roc_auc_score(y == pos, p)
-    return skm.roc_auc_score(y, p, multi_class="ovr", average="macro", labels=classes)
-
-def _rmse(y, p, *_): return float(np.sqrt(skm.mean_squared_error(y, p)))
-
-METRICS: dict[str, Metric] = {m.name: m for m in [
-    Metric("roc_auc", "maximize", _CLF, "proba", _auc),
-    Metric("pr_auc", "maximize", _BIN, "proba", lambda y, p, c, pos: skm.average_precision_score(y == pos, p)),
-    Metric("neg_log_loss", "maximize", _CLF, "proba", lambda y, p, c, pos: -skm.log_loss(y, p, labels=c)),
-    Metric("log_loss", "minimize", _CLF, "proba", lambda y, p, c, pos: skm.log_loss(y, p, labels=c)),
-    Metric("brier", "minimize", _BIN, "proba", lambda y, p, c, pos: skm.brier_score_loss(y == pos, p)),
-    Metric("accuracy", "maximize", _CLF, "label", lambda y, p, c, pos: skm.accuracy_score(y, p)),
-    Metric("balanced_accuracy", "maximize", _CLF, "label", lambda y, p, c, pos: skm.balanced_accuracy_score(y, p)),
-    Metric("f1", "maximize", _BIN, "label", lambda y, p, c, pos: skm.f1_score(y == pos, p == pos)),
-    Metric("precision", "maximize", _BIN, "label", lambda y, p, c, pos: skm.precision_score(y == pos, p == pos, zero_division=0)),
-    Metric("recall", "maximize", _BIN, "label", lambda y, p, c, pos: skm.recall_score(y == pos, p == pos)),
-    Metric("f1_macro", "maximize", _CLF, "label", lambda y, p, c, pos: skm.f1_score(y, p, average="macro", labels=c)),
-    Metric("rmse", "minimize", _REG, "label", _rmse),
-    Metric("mae", "minimize", _REG, "label", lambda y, p, *_: skm.mean_absolute_error(y, p)),
-    Metric("r2", "maximize", _REG, "label", lambda y, p, *_: skm.r2_score(y, p)),
-]}
-METRIC_ALIASES = {"auc": "roc_auc", "average_precision": "pr_auc", "logloss": "log_loss", "macro_f1": "f1_macro"}
-
-# %% ../nbs/api/06_tuning.ipynb #a1a663d7
-DEFAULT_METRICS = {"binary": "roc_auc", "multiclass": "neg_log_loss", "regression": "rmse"}
-
-def default_metric(task: Task) -> str:
-    "The objective used when `tuning.metric` is not set."
-    return DEFAULT_METRICS[task]
-
-def get_metric(name: str | None, # metric name, an alias, or None for the task's default
-               task: Task, # the task it must apply to
-              ) -> Metric:
-    "The `Metric` called `name`, checked against `task`."
-    key = METRIC_ALIASES.get((name or "").lower(), (name or "").lower()) if name else default_metric(task)
-    if key not in METRICS:
-        raise ValueError(f"tuning.metric {name!r} is not a known metric; known: {sorted(METRICS)}")
-    m = METRICS[key]
-    if task not in m.tasks:
-        ok = sorted(k for k, v in METRICS.items() if task in v.tasks)
-        raise ValueError(f"tuning.metric {name!r} does not apply to a {task} task; choose one of {ok}")
-    return m
-
-# %% ../nbs/api/06_tuning.ipynb #06684474
-def score_model(metric: Metric | str, # the metric (or its name)
-                model, # a fitted estimator or Pipeline
-                X: pd.DataFrame, # features
-                y: pd.Series, # true labels or values
-                positive_label: Any = None, # positive class of a binary task
-                task: Task | None = None, # needed when `metric` is a name
-               ) -> float:
-    "Score a fitted `model` on `(X, y)` with `metric`."
-    if isinstance(metric, str): metric = get_metric(metric, task or _task_of(model))
-    y = np.asarray(y)
-    if metric.needs == "label": return float(metric.fn(y, np.asarray(model.predict(X)), _classes(model), positive_label))
-    classes = _classes(model)
-    p = np.asarray(model.predict_proba(X))
-    if len(classes) == 2 and metric.name in _POSITIVE_COLUMN: p = p[:, _index_of(classes, positive_label)]
-    return float(metric.fn(y, p, classes, positive_label))
-
-_POSITIVE_COLUMN = {"roc_auc", "pr_auc", "brier"}  # binary metrics of the positive class's probability
-
-def _classes(model) -> list:
-    c = getattr(model, "classes_", None)
-    return None if c is None else list(c)
-
-def _task_of(model) -> Task:
-    c = _classes(model)
-    return "regression" if c is None else "binary" if len(c) == 2 else "multiclass"
-
-def _index_of(classes: list, label) -> int:
-    "Position of `label` in `classes`, matching `1` with `'1'` (labels may come back from JSON as text)."
-    for i, c in enumerate(classes):
-        if c == label or str(c) == str(label): return i
-    raise ValueError(f"positive label {label!r} is not one of the model's classes {classes}; "
-                     "set positive_label in pipeline.yaml to one of them")
-
-# %% ../nbs/api/06_tuning.ipynb #92498644
-@dataclass(frozen=True)
-class Family:
-    "A model family: its estimators per task, fixed settings, and default search spaces."
-    name: str
-    classifier: type
-    regressor: type
-    fixed: dict  # settings of both estimators
-    space_clf: dict  # default search space for classification
-    space_reg: dict  # ... and for regression
-    seeded: bool = True  # takes random_state
-    threaded: bool = False  # takes n_jobs
-
-    def estimator_class(self, task: Task) -> type:
-        return self.regressor if task == "regression" else self.classifier
-
-    def default_space(self, task: Task) -> dict:
-        return dict(self.space_reg if task == "regression" else self.space_clf)
-
-# %% ../nbs/api/06_tuning.ipynb #ceae2bd5
-_HGB_SPACE = {"learning_rate": {"low": 0.03, "high": 0.3, "log": True},
-              "max_iter": {"low": 50, "high": 250, "step": 50},
-              "max_leaf_nodes": {"low": 8, "high": 48, "log": True},
-              "min_samples_leaf": {"low": 5, "high": 100, "log": True},
-              "l2_regularization": {"low": 1e-4, "high": 10.0, "log": True},
-              "max_features": {"low": 0.5, "high": 1.0}}
-_RF_SPACE = {"n_estimators": {"low": 50, "high": 200, "step": 50},
-             "max_depth": {"low": 4, "high": 16},
-             "min_samples_leaf": {"low": 1, "high": 20, "log": True},
-             "max_features": {"choices": ["sqrt", 0.5]},
-             "max_samples": {"low": 0.5, "high": 1.0}}
-
-FAMILIES: dict[str, Family] = {f.name: f for f in [
-    Family("linear", LogisticRegression, Ridge, {},
-           space_clf={"C": {"low": 1e-3, "high": 100.0, "log": True}},
-           space_reg={"alpha": {"low": 1e-3, "high": 1e3, "log": True}}, seeded=False),
-    Family("hgb", HistGradientBoostingClassifier, HistGradientBoostingRegressor,
-           {"early_stopping": True, "validation_fraction": 0.15, "n_iter_no_change": 10},
-           space_clf=_HGB_SPACE, space_reg=_HGB_SPACE),
-    Family("rf", RandomForestClassifier, RandomForestRegressor, {},
-           space_clf=_RF_SPACE, space_reg=_RF_SPACE, threaded=True),
-]}
-
-# %% ../nbs/api/06_tuning.ipynb #c185f072
-def get_family(name: str) -> Family:
-    "The `Family` called `name`."
-    if name not in FAMILIES: raise ValueError(f"unknown model family {name!r}; known: {sorted(FAMILIES)}")
-    return FAMILIES[name]
-
-def make_estimator(family: str, # family name, a key of `FAMILIES`
-                   task: Task, # binary, multiclass or regression
-                   params: dict | None = None, # hyper-parameters (override the fixed settings)
-                   seed: int = 0, # random_state of seeded estimators
-                   n_jobs: int = 1, # threads of threaded estimators (random forest)
-                  ):
-    "An unfitted estimator of `family` for `task` with `params`."
-    f = get_family(family)
-    kw = {**f.fixed, **(params or {})}
-    if f.seeded: kw["random_state"] = seed
-    if f.threaded: kw["n_jobs"] = n_jobs
-    if family == "linear" and task != "regression": kw.setdefault("max_iter", 2000)
-    return f.estimator_class(task)(**kw)
+__all__ = ['search_space', 'search_spaces', 'describe_spec', 'suggest_params', 'params_from_trial', 'cv_folds', 'open_storage',
+           'make_pruner', 'make_sampler', 'TuningResult', 'fold_matrices', 'tune', 'trials_frame', 'param_importances',
+           'plot_study', 'best_per_family', 'validate_families']
 
 # %% ../nbs/api/06_tuning.ipynb #655b7f64
 def _check_spec(where: str, spec: Any) -> Any:
@@ -269,33 +104,12 @@ def cv_folds(y: pd.Series, task: Task, folds: int, seed: int) -> list[tuple[np.n
     "Train/validation row positions of each cross-validation fold."
     if task == "regression":
         return list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y))))
-    counts = pd.Series(y).value_counts()
+    keys = label_keys(y)  # 1, 1.0, "1" and True are one class
+    counts = pd.Series(keys).value_counts()
     if counts.min() < folds:
         raise ValueError(f"class {counts.idxmin()!r} has only {counts.min()} training rows; tuning.cv_folds={folds} "
                          "needs at least one per fold: lower tuning.cv_folds or gather more rows of that class")
-    return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
-
-# %% ../nbs/api/06_tuning.ipynb #1e04e023
-SMALL_DATA_ROWS = 20_000  # below this many training rows a fit uses one thread (measured in bench/tuning.md)
-
-def threads_per_worker(workers: int, # trials (or fits) running at once
-                       cores: int | None = None, # cores available; default those of this process
-                       rows: int | None = None, # training rows: small tables get one thread
-                      ) -> int:
-    "Threads each of `workers` parallel fits may use."
-    if rows is not None and rows < SMALL_DATA_ROWS: return 1
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(1, workers))
-
-# %% ../nbs/api/06_tuning.ipynb #a34c1e82
-def fit_quietly(model, X, y, threads: int):
-    "Fit `model` with at most `threads` threads, then predict single-threaded (a random forest's multi-threaded predictions sum trees in a varying order, so they differ in the last bits)."
-    with threadpool_limits(limits=threads):
-        model.fit(X, y)
-    est = model[-1] if isinstance(model, Pipeline) else model
-    if "n_jobs" in est.get_params(): est.set_params(n_jobs=1)
-    return model
+    return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), keys))
 
 # %% ../nbs/api/06_tuning.ipynb #b5dcb788
 def open_storage(url: str):
@@ -450,9 +264,7 @@ def tune(train_df: pd.DataFrame, # training rows: `schema.features` and the targ
     df = train_df[train_df[schema.target].notna()]
     X, y = df[schema.features], df[schema.target]
     folds = cv_folds(y, schema.task, tc.cv_folds, cfg.seed)
-    if preprocessor is None:
-        from mlops_nb.features import build_preprocessor
-        preprocessor = build_preprocessor(schema, cfg.features)
+    if preprocessor is None: preprocessor = build_preprocessor(schema, cfg.features)
     storage = storage or cfg.optuna_storage
     study_name = study_name or f"{cfg.name}-tune"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -571,20 +383,15 @@ def validate_families(result: TuningResult, # a finished study
                       preprocessor=None, # default `build_preprocessor(schema, cfg.features)`
                      ) -> pd.DataFrame:
     "Refit each family's best trial on `train_df` and score it on `valid_df` with the tuning metric."
-    if preprocessor is None:
-        from mlops_nb.features import build_preprocessor
-        preprocessor = build_preprocessor(schema, cfg.features)
+    if preprocessor is None: preprocessor = build_preprocessor(schema, cfg.features)
     metric = get_metric(result.best["metric"], schema.task)
     top = best_per_family(result)
     rows = []
     for r in top.itertuples():
         params = params_from_trial({f"{r.family}.{k}": v for k, v in r.params.items()}, r.family, result.spaces.get(r.family, {}))
         pre = preprocessor if isinstance(preprocessor, str) else clone(preprocessor)
-        threads = threads_per_worker(1, rows=len(train_df))
-        model = Pipeline([("preprocess", pre), ("model", make_estimator(r.family, schema.task, params, seed=cfg.seed,
-                                                                          n_jobs=threads))])
         t0 = time.perf_counter()
-        fit_quietly(model, train_df[schema.features], train_df[schema.target], threads)
+        model = fit_model(r.family, params, train_df[schema.features], train_df[schema.target], schema, cfg, preprocessor=pre)
         rows.append({"family": r.family, "trial": r.trial, "cv_score": r.score,
                      "valid_score": score_model(metric, model, valid_df[schema.features], valid_df[schema.target],
                                                 schema.positive_label),

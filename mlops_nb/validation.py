@@ -18,20 +18,16 @@ import pandas as pd
 
 from .config import PipelineConfig, ValidationConfig
 from .data import DataSourceError, load_snapshot
-from .schema import DataSchema, coerce_column, infer_schema
+from .schema import DataSchema, coerce_column, infer_schema, label_keys
 
 # %% auto #0
 __all__ = ['Level', 'Action', 'pandera_schema', 'save_pandera', 'Check', 'ValidationReport', 'BatchRejected', 'validate_batch',
            'check_trainable', 'reference_schema', 'validate_files', 'schema_table']
 
 # %% ../nbs/api/03_validation.ipynb #6fc30e89
-def _labels_as_text(y: pd.Series) -> pd.Series:
-    "Labels compared as text (as `DataSchema.classes` are matched), e.g. `1`, `1.0` and `'1'` are all `'1'`."
-    return coerce_column(y, "categorical")[0]
-
-def _class_texts(schema: DataSchema) -> list[str]:
-    "The label values as text, normalised like batch labels (so `0.0` from a float column matches `0`)."
-    return _labels_as_text(pd.Series(schema.classes, dtype=object)).tolist()
+def _class_keys(schema: DataSchema) -> list[str]:
+    "The label keys of the schema's classes (`label_keys`: `0.0` from a float column matches `0`, `True` matches `1`)."
+    return label_keys(schema.classes).tolist()
 
 def _range(c, margin: float) -> tuple[float, float]:
     "The reference's range, each end moved out by `margin` × its own magnitude (so a non-negative column stays so)."
@@ -52,7 +48,7 @@ def pandera_schema(schema: DataSchema, # the reference schema
         if c.role == "dropped": continue
         if c.role == "target":
             if schema.task == "regression": cols[c.name] = pa.Column(float, nullable=False)
-            else: cols[c.name] = pa.Column(None, pa.Check.isin(_class_texts(schema)), nullable=False)
+            else: cols[c.name] = pa.Column(None, pa.Check.isin(_class_keys(schema)), nullable=False)
             continue
         required = c.role in ("id", "time")
         if c.kind == "numeric":
@@ -247,7 +243,7 @@ def _kinds(df: pd.DataFrame, schema: DataSchema) -> tuple[pd.DataFrame, pd.DataF
         s = df[c.name]
         if c.role == "target":
             if schema.task != "regression":
-                X[c.name] = _labels_as_text(s); continue
+                X[c.name] = pd.Series(label_keys(s), index=s.index); continue
             kind = "numeric"
         else: kind = c.kind
         X[c.name], b = coerce_column(s, kind)
