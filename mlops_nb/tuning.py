@@ -28,9 +28,10 @@ from .models import FAMILIES, fit_model, fit_quietly, get_family, make_estimator
 from .schema import DataSchema, label_keys
 
 # %% auto #0
-__all__ = ['search_space', 'search_spaces', 'describe_spec', 'suggest_params', 'params_from_trial', 'cv_folds', 'open_storage',
-           'make_pruner', 'make_sampler', 'TuningResult', 'fold_matrices', 'tune', 'trials_frame', 'param_importances',
-           'plot_study', 'best_per_family', 'validate_families']
+__all__ = ['COUNTED', 'search_space', 'search_spaces', 'describe_spec', 'suggest_params', 'params_from_trial', 'cv_folds',
+           'open_storage', 'make_pruner', 'ResumableTPESampler', 'make_sampler', 'fail_stale_trials', 'TuningResult',
+           'fold_matrices', 'tune', 'trials_frame', 'param_importances', 'plot_study', 'best_per_family',
+           'validate_families']
 
 # %% ../nbs/api/06_tuning.ipynb #655b7f64
 def _check_spec(where: str, spec: Any) -> Any:
@@ -131,12 +132,36 @@ def make_pruner(kind: str, folds: int) -> optuna.pruners.BasePruner:
     if kind == "none": return optuna.pruners.NopPruner()
     raise ValueError(f"tuning.pruner {kind!r}: expected median, hyperband or none")
 
+COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # trials the budget counts
+
+class ResumableTPESampler(optuna.samplers.TPESampler):
+    "TPE whose random draws for a trial depend only on the seed and the trials finished before it, not on the process."
+    def __init__(self, seed: int, **kw):
+        super().__init__(seed=seed, **kw)
+        self._base_seed = seed
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        # a study resumed in a new process after a crash draws what the uninterrupted one would have drawn
+        done = sum(t.state in COUNTED for t in study.get_trials(deepcopy=False))
+        s = (self._base_seed * 1_000_003 + done) % 2**32
+        self._rng.rng.seed(s)
+        self._random_sampler._rng.rng.seed(s)
+        super().before_trial(study, trial)
+
 def make_sampler(seed: int, n_trials: int, workers: int) -> optuna.samplers.TPESampler:
-    "A seeded TPE sampler; a third of the budget (at least 3, at most 10 trials) samples at random first."
+    "A seeded, resumable TPE sampler; a third of the budget (at least 3, at most 10 trials) samples at random first."
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(3, n_trials // 3)),
-                                          multivariate=True, group=True, constant_liar=workers > 1)
+        return ResumableTPESampler(seed, n_startup_trials=min(10, max(3, n_trials // 3)),
+                                   multivariate=True, group=True, constant_liar=workers > 1)
+
+def fail_stale_trials(study: optuna.Study) -> int:
+    "Mark trials a dead process left RUNNING as failed, so they neither count nor guide the sampler; return how many."
+    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for t in stale:
+        study._storage.set_trial_user_attr(t._trial_id, "error", "the process running it stopped; the trial was run again")
+        study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+    return len(stale)
 
 # %% ../nbs/api/06_tuning.ipynb #9ed22b36
 class _TrialLogger:
@@ -247,7 +272,7 @@ def tune(train_df: pd.DataFrame, # training rows: `schema.features` and the targ
          study_name: str | None = None, # default `<cfg.name>-tune`; an existing study of that name is resumed
          storage: str | None = None, # Optuna storage URL; default `cfg.optuna_storage`
          workers: int | None = None, # parallel trials; default `cfg.tuning.workers`
-         n_trials: int | None = None, # trial budget (resumed trials count); default `cfg.tuning.n_trials`
+         n_trials: int | None = None, # budget of complete + pruned trials, resumed ones included; default `cfg.tuning.n_trials`
          timeout_s: float | None = None, # time budget; default `cfg.tuning.timeout_s`
          threads: int | None = None, # threads per trial; default `threads_per_worker(workers, rows=len(train_df))`
          sampler_seed: int | None = None, # default `cfg.seed`; give each process sharing a study its own
@@ -273,7 +298,8 @@ def tune(train_df: pd.DataFrame, # training rows: `schema.features` and the targ
                                 pruner=make_pruner(tc.pruner, tc.cv_folds), load_if_exists=True)
     for k, v in {"metric": metric.name, "task": schema.task, "families": list(spaces), "cv_folds": tc.cv_folds}.items():
         study.set_user_attr(k, v)
-    done = len([t for t in study.trials if t.state.is_finished()])
+    fail_stale_trials(study)  # a run's study is tuned only by the process holding the run: RUNNING ones are dead
+    done = len(study.get_trials(deepcopy=False, states=COUNTED))
     logger = _TrialLogger(parent_run_id, study_name)
     t0 = time.perf_counter()
     if n_trials > done:
@@ -282,7 +308,7 @@ def tune(train_df: pd.DataFrame, # training rows: `schema.features` and the targ
             data = fold_matrices(X, y, folds, preprocessor)
         study.optimize(_objective(data, schema.task, metric, schema.positive_label, spaces, cfg.seed, threads, logger),
                        n_trials=n_trials - done, timeout=timeout_s, n_jobs=workers, catch=(Exception,),
-                       callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=None)])
+                       callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=COUNTED)])
     result = _result(study, metric, spaces, storage, time.perf_counter() - t0, workers)
     if result.best["n_failed"]:
         first = result.trials.error.dropna().iloc[0]
