@@ -337,14 +337,15 @@ class IPCKernelManager(KernelManager):
         return await super()._async_pre_start_kernel(**kw)
 
 def shutdown_stage_kernels() -> int:
-    "Shut down the stage kernels still alive (an interrupted stage leaves its kernel running); return how many."
+    "Kill the stage kernels still alive (an interrupted stage leaves its kernel running) and remove their files."
+    # no asyncio here: an interrupt leaves nbclient's event loop holding tasks that would re-raise it when run again
     n = 0
     for km in list(IPCKernelManager.live):
         IPCKernelManager.live.discard(km)
-        try:
-            if km.has_kernel and km.is_alive(): km.shutdown_kernel(now=True); n += 1
-            km.cleanup_resources()  # its connection and socket files
-        except Exception: pass  # already gone
+        proc = getattr(getattr(km, "provisioner", None), "process", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill(); proc.wait(timeout=10); n += 1
+        km.cleanup_connection_file(); km.cleanup_ipc_files()
     return n
 
 def remove_stale_kernel_files() -> list[str]:
