@@ -230,7 +230,7 @@ def _role_of(s: pd.Series, kind: Kind, cfg: PipelineConfig) -> tuple[Role, str |
     if n_unique <= 1: return "dropped", "constant"
     if is_id_like(s, kind):
         if _UNNAMED.fullmatch(c): return "dropped", "unnamed index column"
-        return "dropped", f"id-like: {n_unique / max(s.notna().sum(), 1):.0%} of values distinct"
+        return "dropped", f"id-like: {n_unique / max(s.notna().sum(), 1):.1%} of values distinct"
     if kind == "categorical" and n_unique > FREE_TEXT_SHARE * len(s) and n_unique > FREE_TEXT_MIN_VALUES:
         return "dropped", f"free text: {n_unique} distinct values"
     return "feature", None
