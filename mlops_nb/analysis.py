@@ -16,10 +16,10 @@ from .config import AnalysisConfig
 from .schema import ID_LIKE_SHARE, DataSchema, is_id_like
 
 # %% auto #0
-__all__ = ['COMBINATION_ROWS', 'MIN_COMBINATION_ROWS', 'COMBINATION_MARGIN', 'IMBALANCE_SHARE', 'profile', 'target_summary',
-           'correlations', 'correlated_pairs', 'duplicates', 'leakage_scores', 'combination_leakage', 'find_flags',
-           'LeakageError', 'leakage_schema', 'Analysis', 'analyze', 'plot_missingness', 'plot_target',
-           'plot_correlations', 'plot_distributions']
+__all__ = ['COMBINATION_ROWS', 'MIN_COMBINATION_ROWS', 'COMBINATION_MAX_MISSING', 'COMBINATION_MARGIN', 'IMBALANCE_SHARE',
+           'profile', 'target_summary', 'correlations', 'correlated_pairs', 'duplicates', 'leakage_scores',
+           'combination_leakage', 'find_flags', 'LeakageError', 'leakage_schema', 'Analysis', 'analyze',
+           'plot_missingness', 'plot_target', 'plot_correlations', 'plot_distributions']
 
 # %% ../nbs/api/04_analysis.ipynb #bd164f0a
 def _numeric(s: pd.Series) -> np.ndarray:
@@ -188,6 +188,7 @@ def leakage_scores(df: pd.DataFrame, # clean rows
 # %% ../nbs/api/04_analysis.ipynb #a002790b
 COMBINATION_ROWS = 20_000  # the linear fits use at most this many rows (a seeded sample): an exact relation shows on far fewer
 MIN_COMBINATION_ROWS = 100  # fewer rows complete on the numeric features than this: no combination check
+COMBINATION_MAX_MISSING = 0.5  # features missing in more rows are left out of the fit, so one sparse column cannot empty it
 COMBINATION_MARGIN = 0.02  # a combination counts when its R² beats its best part alone by this; a part, when leaving it out costs this
 
 def _standardise(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -239,7 +240,8 @@ def combination_leakage(df: pd.DataFrame, # clean rows
                        ) -> list[dict]:
     "Numeric features that together explain a regression target near-exactly: `{fit, columns, r2, best_single}`."
     if schema.task != "regression": return []
-    cols = [c for c in schema.features if c in df.columns and schema.column(c).kind == "numeric"]
+    cols = [c for c in schema.features if c in df.columns and schema.column(c).kind == "numeric"
+            and df[c].isna().mean() <= COMBINATION_MAX_MISSING]
     d = pd.DataFrame({c: _numeric(df[c]) for c in cols + [schema.target]}).dropna()
     if len(cols) < 2 or len(d) < MIN_COMBINATION_ROWS: return []
     if len(d) > max_rows: d = d.sample(max_rows, random_state=seed)
