@@ -95,6 +95,7 @@ def validate(reference: Path = typer.Option(..., "--reference", help="reference 
     for p in (reference, data):
         if not p.exists(): _fail(f"{p} not found")
     with_target = "target" in cfg.model_fields_set  # given, or set in the config file: not the demo's default
+    if not with_target: typer.echo("no target given (--target) or configured: every column is checked as a feature", err=True)
     try: report = validate_files(reference, data, cfg, with_target=with_target)
     except ValueError as e: _fail(f"cannot validate {data} against {reference}: {e}")  # bad reference or arguments
     if quarantine is not None and report.rows_quarantined: report.quarantined.to_csv(quarantine, index=False)

@@ -84,6 +84,7 @@ def test_validate_without_target_checks_every_column(tmp_path):
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["accepted"] and rep["rows_kept"] == 200 and "not a column" not in r.stderr
+    assert "no target given (--target) or configured: every column is checked as a feature" in r.stderr
     broken = _sensors(seed=0)
     broken.loc[0, "reading"] = 1e6  # out of the reference's range
     broken.loc[1, "pressure"] = -50.0
