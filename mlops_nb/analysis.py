@@ -250,9 +250,9 @@ def combination_leakage(df: pd.DataFrame, # clean rows
     y, found = d[schema.target].to_numpy(), []
     lin = _combination(d[cols].to_numpy(), y, cols, fold, single, threshold)
     if lin: found.append({"fit": "linear", **lin})
-    pos = [c for c in cols if (d[c] > 0).all()]
-    if (y > 0).all() and len(pos) >= 2:
-        logs = _combination(np.log(d[pos].to_numpy()), np.log(y), pos, fold, single, threshold)
+    nonzero = [c for c in cols if (d[c] != 0).all()]  # |y| = |a| x |b| / |c| is linear in logs, whatever the signs
+    if (y != 0).all() and len(nonzero) >= 2:
+        logs = _combination(np.log(np.abs(d[nonzero].to_numpy())), np.log(np.abs(y)), nonzero, fold, single, threshold)
         if logs and not (lin and set(logs["columns"]) == set(lin["columns"])): found.append({"fit": "log", **logs})
     return found
 
