@@ -13,12 +13,13 @@ import numpy as np
 import pandas as pd
 
 from .config import AnalysisConfig
-from .schema import DataSchema, _ID_NAME, is_label, label_keys
+from .schema import ID_LIKE_SHARE, DataSchema, is_id_like, is_label, label_keys
 
 # %% auto #0
-__all__ = ['IMBALANCE_SHARE', 'ID_LIKE_SHARE', 'profile', 'target_summary', 'correlations', 'correlated_pairs', 'duplicates',
-           'leakage_scores', 'find_flags', 'Analysis', 'analyze', 'plot_missingness', 'plot_target',
-           'plot_correlations', 'plot_distributions']
+__all__ = ['COMBINATION_ROWS', 'MIN_COMBINATION_ROWS', 'COMBINATION_MAX_MISSING', 'COMBINATION_MARGIN', 'IMBALANCE_SHARE',
+           'profile', 'target_summary', 'correlations', 'correlated_pairs', 'duplicates', 'leakage_scores',
+           'combination_leakage', 'find_flags', 'LeakageError', 'leakage_schema', 'Analysis', 'analyze',
+           'plot_missingness', 'plot_target', 'plot_correlations', 'plot_distributions']
 
 # %% ../nbs/api/04_analysis.ipynb #bd164f0a
 def _numeric(s: pd.Series) -> np.ndarray:
@@ -180,24 +181,102 @@ def leakage_scores(df: pd.DataFrame, # clean rows
             score = _score(Y, _oof_tree(x, Y, fold, seed), schema.task)
             if schema.task == "regression": score = max(score, _rank_r2(x, Y[:, 0]))
         rows.append({"column": c, "kind": kind, "metric": metric, "score": round(max(score, 0.0), 4)})
-    return pd.DataFrame(rows).set_index("column").sort_values("score", ascending=False)
+    return pd.DataFrame(rows).set_index("column").sort_values("score", ascending=False, kind="stable")  # ties: schema order
+
+# %% ../nbs/api/04_analysis.ipynb #a002790b
+COMBINATION_ROWS = 20_000  # the linear fits use at most this many rows (a seeded sample): an exact relation shows on far fewer
+MIN_COMBINATION_ROWS = 100  # fewer rows complete on the numeric features than this: no combination check
+COMBINATION_MAX_MISSING = 0.5  # features missing in more rows are left out of the fit, so one sparse column cannot empty it
+COMBINATION_MARGIN = 0.02  # a combination counts when its R² beats its best part alone by this; a part, when leaving it out costs this
+
+def _standardise(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "Columns centred and scaled to unit variance, constant columns left out; and the mask of columns kept."
+    sd = X.std(axis=0)
+    keep = sd > 1e-12 * np.maximum(np.abs(X).max(axis=0), 1)
+    return (X[:, keep] - X[:, keep].mean(axis=0)) / sd[keep], keep
+
+def _crossfit_r2(X: np.ndarray, y: np.ndarray, fold: np.ndarray) -> float:
+    "R² of a least-squares fit of `y` on `X` (with intercept), each half predicted by a fit on the other."
+    A = np.column_stack([np.ones(len(y)), X])
+    pred = np.empty_like(y)
+    for f in (0, 1):
+        fit = fold != f
+        pred[~fit] = A[~fit] @ np.linalg.lstsq(A[fit], y[fit], rcond=None)[0]
+    sst = ((y - y.mean()) ** 2).sum()
+    return float(1 - ((y - pred) ** 2).sum() / sst) if sst > 0 else 0.0
+
+def _gram_r2(X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    "In-sample R² of the fit of `y` on `X`, and with each column left out in turn (from the Gram matrix, no refit on rows)."
+    Xc, yc = X - X.mean(axis=0), y - y.mean()
+    G, b, syy = Xc.T @ Xc, Xc.T @ yc, yc @ yc
+    r2 = lambda s: float(b[s] @ np.linalg.lstsq(G[np.ix_(s, s)], b[s], rcond=None)[0] / syy) if s.any() and syy > 0 else 0.0
+    k = X.shape[1]
+    return r2(np.ones(k, bool)), np.array([r2(np.arange(k) != j) for j in range(k)])
+
+# %% ../nbs/api/04_analysis.ipynb #637430be
+def _combination(X: np.ndarray, y: np.ndarray, names: list[str], fold: np.ndarray, single: pd.Series,
+                 threshold: float) -> dict | None:
+    "The parts of a near-exact linear fit of `y` on `X` that beats each part alone (`single`: scores of each); else None."
+    Xs, keep = _standardise(X)
+    names = [n for n, k in zip(names, keep) if k]
+    if Xs.shape[1] < 2: return None
+    r2 = _crossfit_r2(Xs, y, fold)
+    if r2 < threshold: return None
+    full, without = _gram_r2(Xs, y)
+    parts = [j for j in range(len(names)) if full - without[j] >= COMBINATION_MARGIN]
+    own = np.corrcoef(np.column_stack([Xs, y]), rowvar=False)[-1, :-1] ** 2  # each part alone, in this fit's scale
+    alone = max((max(own[j], single.get(names[j], 0.0)) for j in parts), default=0.0)
+    if len(parts) < 2 or r2 - alone < COMBINATION_MARGIN: return None
+    return {"columns": [names[j] for j in parts], "r2": round(r2, 4), "best_single": round(float(alone), 4)}
+
+def combination_leakage(df: pd.DataFrame, # clean rows
+                        schema: DataSchema, # the run's schema
+                        leak: pd.DataFrame | None = None, # `leakage_scores`, the single-feature yardstick
+                        threshold: float = 0.98, # `analysis.leakage_score`
+                        seed: int = 0, # seed of the row sample and the halves
+                        max_rows: int = COMBINATION_ROWS, # fit on at most this many rows
+                       ) -> list[dict]:
+    "Numeric features that together explain a regression target near-exactly: `{fit, columns, r2, best_single}`."
+    if schema.task != "regression": return []
+    cols = [c for c in schema.features if c in df.columns and schema.column(c).kind == "numeric"
+            and df[c].isna().mean() <= COMBINATION_MAX_MISSING]
+    d = pd.DataFrame({c: _numeric(df[c]) for c in cols + [schema.target]}).dropna()
+    if len(cols) < 2 or len(d) < MIN_COMBINATION_ROWS: return []
+    if len(d) > max_rows: d = d.sample(max_rows, random_state=seed)
+    single = leak["score"] if leak is not None else pd.Series(dtype=float)
+    fold = np.random.default_rng(seed).permutation(len(d)) % 2
+    y, found = d[schema.target].to_numpy(), []
+    lin = _combination(d[cols].to_numpy(), y, cols, fold, single, threshold)
+    if lin: found.append({"fit": "linear", **lin})
+    nonzero = [c for c in cols if (d[c] != 0).all()]  # |y| = |a| x |b| / |c| is linear in logs, whatever the signs
+    if (y != 0).all() and len(nonzero) >= 2:
+        logs = _combination(np.log(np.abs(d[nonzero].to_numpy())), np.log(np.abs(y)), nonzero, fold, single, threshold)
+        if logs and not (lin and set(logs["columns"]) == set(lin["columns"])): found.append({"fit": "log", **logs})
+    return found
 
 # %% ../nbs/api/04_analysis.ipynb #5cb58702
 IMBALANCE_SHARE = 0.05  # flag a classification target whose smallest class is rarer than this
-ID_LIKE_SHARE = 0.95  # a text/integer column with at least this share of distinct values looks like an identifier
 
-def _flag(flag: str, column: str | None, detail: str) -> dict[str, Any]:
-    return {"flag": flag, "column": column, "detail": detail}
+def _flag(flag: str, column: str | None, detail: str, **extra) -> dict[str, Any]:
+    return {"flag": flag, "column": column, "detail": detail, **extra}
 
-def _is_id_like(s: pd.Series, kind: str, unique_rate: float) -> bool:
-    "Mostly distinct text, or mostly distinct integers that are dense (a counter) or named like an id."
-    v = s.dropna()
-    if len(v) < 20 or unique_rate < ID_LIKE_SHARE: return False
-    if kind == "categorical": return True
-    if kind != "numeric": return False
-    x = _numeric(v)
-    if not np.all(x == np.round(x)): return False  # distinct measurements are not identifiers
-    return bool(x.max() - x.min() + 1 <= 2 * len(np.unique(x)) or _ID_NAME.search(str(s.name)))
+def _leakage_flags(leak: pd.DataFrame, combos: list[dict], schema: DataSchema, threshold: float, note) -> list[dict]:
+    "A `leakage` flag per feature that alone reaches `threshold`; a `leakage_combination` flag per combination."
+    out = []
+    for c, r in leak[leak["score"] >= threshold].iterrows():
+        what = "R²" if r["metric"] == "r2" else "ROC AUC"
+        evidence = f"alone reaches {what} {r['score']:.3f} on '{schema.target}'"
+        out.append(_flag("leakage", c, f"'{c}' {evidence} (threshold {threshold}); check it is known before the "
+                         f"outcome{note(c)}", columns=[c], evidence=evidence))
+    for k in combos:
+        names = " and ".join(f"'{c}'" for c in k["columns"])
+        how = "linear function" if k["fit"] == "linear" else "product or ratio (a linear function of the logs)"
+        evidence = f"with {names}, a near-exact {how} giving '{schema.target}' (R² {k['r2']:.3f})"
+        out.append(_flag("leakage_combination", ", ".join(k["columns"]),
+                         f"'{schema.target}' is a near-exact {how} of {names} (cross-fitted R² {k['r2']:.3f}, best single "
+                         f"feature {k['best_single']:.3f}; threshold {threshold}): parts recorded with the outcome?",
+                         columns=k["columns"], evidence=evidence))
+    return out
 
 # %% ../nbs/api/04_analysis.ipynb #359f894e
 def find_flags(df: pd.DataFrame, # clean rows
@@ -207,28 +286,27 @@ def find_flags(df: pd.DataFrame, # clean rows
                prof: pd.DataFrame | None = None, # a `profile` already computed (else computed here)
                leak: pd.DataFrame | None = None, # `leakage_scores` already computed
                corr: pd.DataFrame | None = None, # `correlations` already computed
+               combos: list[dict] | None = None, # `combination_leakage` already computed
               ) -> list[dict[str, Any]]:
     "Flags `{flag, column, detail}` for leakage, id-like, constant, high-missing, correlated and duplicated data."
     ac = analysis_cfg or AnalysisConfig()
     prof = profile(df, schema) if prof is None else prof
     leak = leakage_scores(df, schema, seed) if leak is None else leak
     corr = correlations(df, schema) if corr is None else corr
-    flags, n = [], len(df)
+    combos = combination_leakage(df, schema, leak, ac.leakage_score, seed) if combos is None else combos
+    n = len(df)
     note = lambda c: "" if prof.loc[c, "role"] in ("feature", "time") else f" (role: {prof.loc[c, 'role']})"
-    for c, r in leak.iterrows():
-        if r["score"] >= ac.leakage_score:
-            what = "R²" if r["metric"] == "r2" else "ROC AUC"
-            flags.append(_flag("leakage", c, f"'{c}' alone reaches {what} {r['score']:.3f} on '{schema.target}' "
-                               f"(threshold {ac.leakage_score}); check it is known before the outcome{note(c)}"))
+    flags = _leakage_flags(leak, combos, schema, ac.leakage_score, note)
     for c, r in prof.iterrows():
         if c == schema.target: continue
         if r["n_unique"] <= 1:
             flags.append(_flag("constant", c, f"{int(r['n_unique'])} distinct value(s){note(c)}"))
         if r["missing_rate"] > ac.high_missing:
             flags.append(_flag("high_missing", c, f"{r['missing_rate']:.1%} missing (threshold {ac.high_missing:.0%}){note(c)}"))
-        if c != schema.id_column and _is_id_like(df[c], r["kind"], r["unique_rate"]):
+        if c != schema.id_column and r["unique_rate"] >= ID_LIKE_SHARE and is_id_like(df[c], r["kind"]):
+            act = "left out of the features" if r["role"] == "dropped" else "drop it"
             flags.append(_flag("id_like", c, f"{r['unique_rate']:.1%} of values distinct ({int(r['n_unique'])}): "
-                               f"an identifier the model would memorise; drop it{note(c)}"))
+                               f"an identifier the model would memorise; {act}{note(c)}"))
     for a, b, v in correlated_pairs(corr, ac.correlation):
         flags.append(_flag("correlated", a, f"'{a}' and '{b}' correlate at r = {v:.3f} (threshold {ac.correlation})"))
     dup = duplicates(df, schema)
@@ -237,20 +315,58 @@ def find_flags(df: pd.DataFrame, # clean rows
                            "id column ignored"))
     if dup["ids"]:
         flags.append(_flag("duplicate_ids", schema.id_column, f"{dup['ids']} repeated values of id '{schema.id_column}'"))
-    y = df[schema.target]
-    if y.isna().any():
-        flags.append(_flag("target_missing", schema.target, f"{int(y.isna().sum())} rows without a label"))
+    return flags + _target_flags(df[schema.target], schema)
+
+def _target_flags(y: pd.Series, schema: DataSchema) -> list[dict]:
+    "Missing labels, and a class rarer than `IMBALANCE_SHARE`."
+    out = []
+    if y.isna().any(): out.append(_flag("target_missing", schema.target, f"{int(y.isna().sum())} rows without a label"))
     if schema.task != "regression" and len(y.dropna()):
         vc = pd.Series(label_keys(y.dropna())).value_counts()
         if vc.iloc[-1] / vc.sum() < IMBALANCE_SHARE:
-            flags.append(_flag("imbalanced", schema.target, f"class {vc.index[-1]!r} is {vc.iloc[-1] / vc.sum():.2%} of "
-                               f"labelled rows ({int(vc.iloc[-1])}); prefer ROC AUC / PR AUC over accuracy"))
-    return flags
+            out.append(_flag("imbalanced", schema.target, f"class {vc.index[-1]!r} is {vc.iloc[-1] / vc.sum():.2%} of "
+                             f"labelled rows ({int(vc.iloc[-1])}); prefer ROC AUC / PR AUC over accuracy"))
+    return out
+
+# %% ../nbs/api/04_analysis.ipynb #7022c78a
+class LeakageError(ValueError):
+    "Leakage was flagged and `analysis.on_leakage` is `fail`; the message names the columns and the way out."
+
+_LEAKAGE_FLAGS = ("leakage", "leakage_combination")
+
+def _leaky(flags: list[dict], schema: DataSchema) -> dict[str, str]:
+    "Feature → the evidence that it leaks, from the leakage flags (the first flag naming a column wins)."
+    out = {}
+    for f in flags:
+        if f["flag"] not in _LEAKAGE_FLAGS: continue
+        for c in f.get("columns") or [f["column"]]:
+            if c in schema.names and schema.column(c).role == "feature": out.setdefault(c, f["evidence"])
+    return out
+
+def leakage_schema(schema: DataSchema, # the validated schema
+                   flags: list[dict], # `find_flags` output
+                   on_leakage: str = "drop", # `analysis.on_leakage`: drop | fail | warn
+                  ) -> tuple[DataSchema, list[str]]:
+    "The schema the model is built from, with leaking features dropped (or kept, or a `LeakageError`); and what was done."
+    leaky = _leaky(flags, schema)
+    if not leaky: return schema, []
+    if on_leakage == "fail":
+        raise LeakageError(f"leakage in {len(leaky)} feature(s) {list(leaky)}: "
+                           + "; ".join(f"'{c}' {why}" for c, why in leaky.items())
+                           + ". The run stops because analysis.on_leakage is 'fail': remove the column(s) "
+                           f"(drop: {list(leaky)} in pipeline.yaml, or -p drop=[{','.join(leaky)}]), or set "
+                           "analysis.on_leakage to drop or warn")
+    if on_leakage == "warn":
+        return schema, [f"kept '{c}' despite leakage: {why} (analysis.on_leakage: warn)" for c, why in leaky.items()]
+    notes = [f"dropped '{c}': leakage, {why} (analysis.on_leakage: drop)" for c, why in leaky.items()]
+    cols = [c.model_copy(update={"role": "dropped", "reason": f"leakage: {leaky[c.name]}"}) if c.name in leaky else c
+            for c in schema.columns]
+    return schema.model_copy(update={"columns": cols, "inferred": schema.inferred + notes}), notes
 
 # %% ../nbs/api/04_analysis.ipynb #9a852bbe
 @dataclass
 class Analysis:
-    "The data report: profile, target, correlations, leakage scores, duplicates and flags."
+    "The data report: profile, target, correlations, leakage scores (single features and combinations), duplicates, flags."
     profile: pd.DataFrame
     target: dict[str, Any]
     correlations: pd.DataFrame
@@ -258,14 +374,15 @@ class Analysis:
     duplicates: dict[str, int]
     flags: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    combinations: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         "JSON-ready form (NaN → null)."
         clean = lambda d: pd.DataFrame(d).astype(object).where(pd.notna(d), None)
         return {"profile": clean(self.profile).reset_index().to_dict("records"), "target": self.target,
                 "correlations": clean(self.correlations.round(4)).to_dict() if not self.correlations.empty else {},
-                "leakage": self.leakage.reset_index().to_dict("records"), "duplicates": self.duplicates,
-                "flags": self.flags, "seconds": round(self.seconds, 3)}
+                "leakage": self.leakage.reset_index().to_dict("records"), "combinations": self.combinations,
+                "duplicates": self.duplicates, "flags": self.flags, "seconds": round(self.seconds, 3)}
 
 def analyze(df: pd.DataFrame, # clean rows
             schema: DataSchema, # the run's schema
@@ -274,11 +391,12 @@ def analyze(df: pd.DataFrame, # clean rows
            ) -> Analysis:
     "Profile `df` and flag its problems."
     import time
-    t0 = time.perf_counter()
+    t0, ac = time.perf_counter(), analysis_cfg or AnalysisConfig()
     prof, corr, leak = profile(df, schema), correlations(df, schema), leakage_scores(df, schema, seed)
-    flags = find_flags(df, schema, analysis_cfg, seed, prof=prof, leak=leak, corr=corr)
+    combos = combination_leakage(df, schema, leak, ac.leakage_score, seed)
+    flags = find_flags(df, schema, ac, seed, prof=prof, leak=leak, corr=corr, combos=combos)
     return Analysis(prof, target_summary(df, schema), corr, leak, duplicates(df, schema), flags,
-                    time.perf_counter() - t0)
+                    time.perf_counter() - t0, combos)
 
 # %% ../nbs/api/04_analysis.ipynb #c554a543
 def _plt():
@@ -287,13 +405,16 @@ def _plt():
     return plt
 
 def plot_missingness(prof: pd.DataFrame, # a `profile`
+                     analysis_cfg: AnalysisConfig | None = None, # `cfg.analysis`: bars above `high_missing` are red
                     ):
     "Horizontal bars: share of missing values per column (columns with none are listed as 0)."
-    plt = _plt()
+    plt, high = _plt(), (analysis_cfg or AnalysisConfig()).high_missing
     p = prof["missing_rate"].astype(float).sort_values()
     fig, ax = plt.subplots(figsize=(6, 0.25 * len(p) + 1))
-    ax.barh(p.index.astype(str), p.to_numpy(), color=["tab:red" if v > 0.5 else "tab:blue" for v in p])
-    ax.set_xlim(0, max(0.05, float(p.max()) * 1.1)); ax.set_xlabel("share missing"); ax.set_title("Missing values")
+    ax.barh(p.index.astype(str), p.to_numpy(), color=["tab:red" if v > high else "tab:blue" for v in p])
+    ax.axvline(high, color="tab:red", lw=0.8, ls=":")
+    ax.set_xlim(0, max(0.05, float(p.max()) * 1.1)); ax.set_xlabel("share missing")
+    ax.set_title(f"Missing values (red: above analysis.high_missing = {high:g})")
     fig.tight_layout(); plt.close(fig)
     return fig
 

@@ -107,7 +107,7 @@ def validate(reference: Path = typer.Option(..., "--reference", help="reference 
              data: Path = typer.Option(..., "--data", help="the batch to check"),
              config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline.yaml for target, roles and thresholds"),
              param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value"),
-             target: Optional[str] = typer.Option(None, "--target", help="label column (default from config)"),
+             target: Optional[str] = typer.Option(None, "--target", help="label column (default from config; with neither, every column is a feature)"),
              quarantine: Optional[Path] = typer.Option(None, "--quarantine", help="write quarantined rows (with reasons) here"),
              as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout")):
     "Validate a batch against a reference: exit 0 when accepted, 1 when rejected."
@@ -115,7 +115,9 @@ def validate(reference: Path = typer.Option(..., "--reference", help="reference 
     cfg = _config(config, param + ([f"target={target}"] if target else []))
     for p in (reference, data):
         if not p.exists(): _fail(f"{p} not found")
-    try: report = validate_files(reference, data, cfg)
+    with_target = "target" in cfg.model_fields_set  # given, or set in the config file: not the demo's default
+    if not with_target: typer.echo("no target given (--target) or configured: every column is checked as a feature", err=True)
+    try: report = validate_files(reference, data, cfg, with_target=with_target)
     except ValueError as e: _fail(f"cannot validate {data} against {reference}: {e}")  # bad reference or arguments
     if quarantine is not None and report.rows_quarantined: report.quarantined.to_csv(quarantine, index=False)
     d = report.to_dict()

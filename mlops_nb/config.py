@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,9 +21,19 @@ __all__ = ['Scenario', 'Family', 'Task', 'STAGES', 'NAME_PATTERN', 'DemoConfig',
            'name_from_path', 'load_config', 'dump_config', 'config_reference']
 
 # %% ../nbs/api/00_config.ipynb #bf4efb1d
+def _one_item_lists(model: type[BaseModel], data):
+    "A single value given for a list key (`-p drop=notes`) becomes a one-item list."
+    if not isinstance(data, dict): return data
+    lists = {n for n, f in model.model_fields.items() if get_origin(f.annotation) is list}
+    return {k: [v] if k in lists and isinstance(v, (str, int, float, bool)) else v for k, v in data.items()}
+
 class _Section(BaseModel):
-    "Base of every config section: unknown keys are errors."
+    "Base of every config section: unknown keys are errors; a single value for a list key is a one-item list."
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists(cls, data): return _one_item_lists(cls, data)
 
 # %% ../nbs/api/00_config.ipynb #300933d5
 Scenario = Literal["covariate_shift", "new_category", "concept_drift", "quality_incident"]
@@ -84,14 +94,21 @@ class ValidationConfig(_Section):
         description="move each end of an inferred numeric range out by this fraction of its magnitude")
     min_rows_for_rates: int = Field(30, ge=1,
         description="compare null rates with the reference only on batches of at least this many rows")
+    type_change_share: float = Field(0.5, gt=0, le=1,
+        description="when at least this share of a column's values do not convert to its kind, the export's type "
+                    "changed (batch rejected); below it the failing rows are bad cells (quarantined)")
     min_test_rows: int = Field(50, ge=1,
         description="refuse training data whose test split would hold fewer rows: its metrics would be noise")
 
 # %% ../nbs/api/00_config.ipynb #7e7cbcb2
 class AnalysisConfig(_Section):
-    "Thresholds of the data report's flags."
+    "Thresholds of the data report's flags, and what a leakage flag does."
     leakage_score: float = Field(0.98, gt=0.5, le=1,
-        description="flag a feature that alone reaches this ROC AUC (or R²) on the target")
+        description="flag a feature that alone reaches this ROC AUC (or R²) on the target, and a regression target "
+                    "that a linear fit on several features explains to this R²")
+    on_leakage: Literal["drop", "fail", "warn"] = Field("drop",
+        description="what a leakage flag does: `drop` the column(s) from the model's features (said in the run's "
+                    "output), `fail` the run at `analyze`, or `warn` and keep them")
     correlation: float = Field(0.95, gt=0, le=1, description="flag pairs of features correlated above this")
     high_missing: float = Field(0.5, gt=0, le=1, description="flag columns missing more than this fraction")
 
@@ -118,6 +135,9 @@ class TuningConfig(_Section):
                     "results are only reproducible with 1")
     cv_folds: int = Field(3, ge=2, description="cross-validation folds; each fold reports to the pruner")
     pruner: Literal["median", "hyperband", "none"] = Field("median", description="Optuna pruner")
+    pruner_startup_trials: int = Field(3, ge=0,
+        description="the median pruner stops no trial until this many trials have completed (their folds are the "
+                    "yardstick); raise it when early trials are unrepresentative")
     storage: str | None = Field(None,
         description="Optuna storage URL; default SQLite in the workspace (`MLOPS_NB_OPTUNA_STORAGE` overrides)")
     search_spaces: dict[str, dict[str, Any]] = Field({},
@@ -146,6 +166,11 @@ class GatesConfig(_Section):
     beat_baseline: bool = Field(True, description="must beat the majority-class / mean baseline")
     champion: ChampionGate = Field(ChampionGate(), description="comparison with the current champion")
     threshold: float = Field(0.5, gt=0, lt=1, description="decision threshold for binary metrics")
+    near_perfect: float | None = Field(0.995, gt=0.5, le=1,
+        description="refuse a model whose test ROC AUC (classification) or R² (regression) reaches this: a "
+                    "near-perfect score usually means a feature leaks the target; null switches the gate off")
+    expect_perfect: bool = Field(False,
+        description="declare a near-perfect score expected (a deterministic target), so `near_perfect` passes")
 
 # %% ../nbs/api/00_config.ipynb #a72c086a
 class RegistryConfig(_Section):

@@ -19,9 +19,9 @@ from .schema import DataSchema, label_keys
 
 # %% auto #0
 __all__ = ['MIN_SLICE_ROWS', 'MAX_SLICE_VALUES', 'gate_metric', 'model_input', 'predict', 'confusion', 'curves', 'slice_columns',
-           'slice_metrics', 'fairness', 'baseline', 'check_gates', 'evaluate', 'gate_table', 'metrics_table',
-           'slices_table', 'fairness_table', 'plot_roc_pr', 'plot_calibration', 'plot_confusion', 'plot_residuals',
-           'evaluation_figures', 'log_evaluation']
+           'slice_metrics', 'fairness', 'baseline', 'check_gates', 'near_perfect_gate', 'evaluate', 'gate_table',
+           'metrics_table', 'slices_table', 'fairness_table', 'plot_roc_pr', 'plot_calibration', 'plot_confusion',
+           'plot_residuals', 'evaluation_figures', 'log_evaluation']
 
 # %% ../nbs/api/08_evaluation.ipynb #a14f7437
 def gate_metric(name: str, # metric as written in a gate or the tuning objective
@@ -210,6 +210,7 @@ def check_gates(metrics: dict, # the model's test metrics
     for name, bound in gates.absolute.items():
         v, _ = gate_metric(name, metrics, task, f"gates.absolute.{name}")
         rows += _bound_rows("absolute", name, v, bound)
+    rows += near_perfect_gate(metrics, gates)
     if gates.fairness:
         fairness_by_attr = fairness_by_attr or {}
         if not fairness_by_attr:
@@ -246,6 +247,24 @@ def check_gates(metrics: dict, # the model's test metrics
                 f"within margin {margin:g}" if worse is not None and worse > 0 else "not worse"))
         rows.append(_row("champion", cm_name, v, lim, ok, why))
     return rows
+
+# %% ../nbs/api/08_evaluation.ipynb #f66ff177
+def near_perfect_gate(metrics: dict, # the model's test metrics
+                      gates: GatesConfig, # `cfg.gates`: `near_perfect` (None: no gate) and `expect_perfect`
+                     ) -> list[dict]:
+    "The `near_perfect` row: a test ROC AUC (or R²) at or above `gates.near_perfect` fails unless declared expected."
+    lim = gates.near_perfect
+    if lim is None: return []
+    name = "r2" if "r2" in metrics else "roc_auc"
+    v, _ = metric_value(name, metrics, "gates.near_perfect")
+    if v is None or v < lim: return [_row("near_perfect", name, v, lim, True, f"{name} = {_fmt(v)} < {lim:g}")]
+    if gates.expect_perfect:
+        return [_row("near_perfect", name, v, lim, True, f"{name} = {_fmt(v)} ≥ {lim:g}, declared expected "
+                     "(gates.expect_perfect: true)")]
+    return [_row("near_perfect", name, v, lim, False,
+                 f"{name} = {_fmt(v)} ≥ {lim:g} (gates.near_perfect): a near-perfect test score usually means a feature "
+                 "leaks the target; see the analyze report's leakage flags, or declare it expected with "
+                 "gates.expect_perfect: true (-p gates.expect_perfect=true)")]
 
 # %% ../nbs/api/08_evaluation.ipynb #f752c77a
 def _jsonable(o):

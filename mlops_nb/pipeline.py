@@ -44,12 +44,13 @@ class Stage:
     inputs: dict[str, str] = field(default_factory=dict)
     products: tuple[str, ...] = ()
 
-_SCHEMA = {"schema_path": "validate/schema.json"}
+_SCHEMA = {"schema_path": "analyze/schema.json"}  # the model's schema: validate's, less the leaking features
 DAG: tuple[Stage, ...] = (
     Stage("gather", "01_gather.ipynb", {}, ("snapshot.json",)),
     Stage("validate", "02_validate.ipynb", {"snapshot_path": "gather/snapshot.json"},
           ("schema.json", "pandera.yaml", "clean.parquet", "quarantine.parquet", "validation.json")),
-    Stage("analyze", "03_analyze.ipynb", {"clean_path": "validate/clean.parquet", **_SCHEMA}, ("analysis.json",)),
+    Stage("analyze", "03_analyze.ipynb", {"clean_path": "validate/clean.parquet", "schema_path": "validate/schema.json"},
+          ("analysis.json", "schema.json")),
     Stage("prepare", "04_prepare.ipynb", {"clean_path": "validate/clean.parquet", **_SCHEMA},
           ("train.parquet", "valid.parquet", "test.parquet", "preprocessor.joblib", "split.json")),
     Stage("tune", "05_tune.ipynb", {"train_path": "prepare/train.parquet", "valid_path": "prepare/valid.parquet",
@@ -292,11 +293,12 @@ def build_summary(run_id: str, run_dir: Path, cfg: PipelineConfig, stages: list[
                   **extra) -> dict:
     "The machine-readable account of a run, assembled from each stage's `result.json`."
     r = {s: _read_result(run_dir, s) for s in STAGE}
+    schema = r["analyze"].get("schema") or r["validate"].get("schema")  # analyze's drops leaking features
     model = dict(r["register"].get("model") or {})
     if model or r["evaluate"]: model["gates"] = r["evaluate"].get("gates", [])
     return {"run_id": run_id, "status": status, "tracking_uri": cfg.tracking, "run_dir": str(run_dir),
-            "stages": stages, "task": r["validate"].get("task"), "schema": r["validate"].get("schema"),
-            "rows": r["validate"].get("rows"), "inferred": r["validate"].get("inferred", []),
+            "stages": stages, "task": r["validate"].get("task"), "schema": schema,
+            "rows": r["validate"].get("rows"), "inferred": r["validate"].get("inferred", []) + r["analyze"].get("inferred", []),
             "flags": r["analyze"].get("flags", []), "metrics": r["evaluate"].get("metrics", {}),
             "model": model or None, "snapshot_id": r["gather"].get("snapshot_id"), **extra}
 

@@ -19,9 +19,10 @@ from pydantic import BaseModel
 from .config import PipelineConfig, Task
 
 # %% auto #0
-__all__ = ['Kind', 'Role', 'NUMERIC_SHARE', 'MAX_CLASSES', 'ColumnSpec', 'DataSchema', 'infer_kind', 'coerce_column',
+__all__ = ['Kind', 'Role', 'NUMERIC_SHARE', 'MAX_CLASSES', 'ID_LIKE_SHARE', 'MIN_ID_ROWS', 'ID_DENSITY', 'MAX_CATEGORIES',
+           'FREE_TEXT_SHARE', 'FREE_TEXT_MIN_VALUES', 'ColumnSpec', 'DataSchema', 'infer_kind', 'coerce_column',
            'coerce_frame', 'label_keys', 'label_key', 'is_label', 'match_labels', 'class_index', 'infer_task',
-           'infer_schema']
+           'is_id_like', 'infer_schema']
 
 # %% ../nbs/api/02_schema.ipynb #f46c7a20
 Kind = Literal["numeric", "categorical", "datetime"]
@@ -46,8 +47,8 @@ class ColumnSpec(BaseModel):
 class DataSchema(BaseModel):
     "The inferred contract of a table: columns with kinds and roles, target, task and classes."
     columns: list[ColumnSpec]
-    target: str
-    task: Task
+    target: str | None = None  # None: an unlabelled table (`mlops-nb validate` with no target)
+    task: Task | None = None
     classes: list[Any] | None = None  # sorted label values (classification)
     positive_label: Any = None  # binary only
     id_column: str | None = None
@@ -248,13 +249,26 @@ def _positive(classes: list, configured, counts: pd.Series) -> tuple[Any, str | 
     pos = classes[class_index(classes, counts.index[-1])]
     return pos, f"positive label: {pos!r} (the minority class)"
 
-def _is_id_like(s: pd.Series, kind: Kind) -> bool:
-    "All values distinct and not a measurement: text or integers (a unique float is a measurement)."
+# %% ../nbs/api/02_schema.ipynb #058d08a1
+ID_LIKE_SHARE = 0.95  # at least this share of distinct values may make an identifier: a few re-sent rows do not make an id a feature
+MIN_ID_ROWS = 20  # fewer non-missing values than this say nothing: a handful of values are often all distinct by chance
+ID_DENSITY = 2  # integers whose range is at most this many times their distinct count are a counter (1..n with gaps)
+
+def is_id_like(s: pd.Series, # a column
+               kind: Kind, # its kind (`infer_kind`)
+              ) -> bool:
+    "Mostly distinct text, or mostly distinct integers that are a dense counter or named like an id."
     v = s.dropna()
-    if len(v) < 20 or v.nunique() < len(v): return False
-    return kind == "categorical" or (pd.api.types.is_integer_dtype(v) or (kind == "numeric" and np.allclose(v, np.round(v))))
+    if len(v) < MIN_ID_ROWS or v.nunique() < ID_LIKE_SHARE * len(v): return False
+    if kind == "categorical": return True
+    if kind != "numeric": return False
+    x = pd.to_numeric(v, errors="coerce").dropna().to_numpy(dtype=float)
+    if len(x) < MIN_ID_ROWS or not np.all(x == np.round(x)): return False  # distinct measurements are not identifiers
+    return bool(x.max() - x.min() + 1 <= ID_DENSITY * len(np.unique(x)) or _ID_NAME.search(str(s.name)))
 
 # %% ../nbs/api/02_schema.ipynb #15247e23
+MAX_CATEGORIES = 10_000  # a schema lists at most this many categories per column: beyond, a list is no contract (and bloats schema.json)
+
 def _column_spec(s: pd.Series, kind: Kind, role: Role, reason: str | None) -> ColumnSpec:
     v, _ = coerce_column(s, kind)
     nn = v.dropna()
@@ -263,66 +277,91 @@ def _column_spec(s: pd.Series, kind: Kind, role: Role, reason: str | None) -> Co
                       unique=bool(nn.is_unique and nn.size == len(v)), reason=reason)
     if kind == "numeric" and len(nn):
         spec.min, spec.max = float(nn.min()), float(nn.max())
-    if kind == "categorical" and role != "id" and spec.n_unique <= 10_000:
+    if kind == "categorical" and role != "id" and spec.n_unique <= MAX_CATEGORIES:
         spec.categories = sorted(nn.unique().tolist())
     return spec
 
+# %% ../nbs/api/02_schema.ipynb #88ccd0dc
+FREE_TEXT_SHARE = 0.5  # a text column distinct in more than this share of rows ...
+FREE_TEXT_MIN_VALUES = 100  # ... with more distinct values than this is free text (comments, names): one-hot encoding would make a column per row, while a code list of a few dozen values is a category
+
+def _detect_id(df: pd.DataFrame, cols: list[str], kinds: dict[str, Kind]) -> str | None:
+    "The first column named like an id whose values are all distinct (an id must be unique; an unnamed index is not one)."
+    return next((c for c in cols if _ID_NAME.search(c) and not _UNNAMED.fullmatch(c) and df[c].dropna().is_unique
+                 and is_id_like(df[c], kinds[c])), None)
+
+def _role_of(s: pd.Series, kind: Kind, cfg: PipelineConfig) -> tuple[Role, str | None]:
+    "The role of a column that is neither target, id nor time column, and why it was chosen."
+    c, n_unique = str(s.name), s.nunique(dropna=True)
+    if c in cfg.protected: return "protected", None
+    if c in cfg.drop: return "dropped", "listed in drop"
+    if n_unique <= 1: return "dropped", "constant"
+    if is_id_like(s, kind):
+        if _UNNAMED.fullmatch(c): return "dropped", "unnamed index column"
+        return "dropped", f"id-like: {n_unique / max(s.notna().sum(), 1):.1%} of values distinct"
+    if kind == "categorical" and n_unique > FREE_TEXT_SHARE * len(s) and n_unique > FREE_TEXT_MIN_VALUES:
+        return "dropped", f"free text: {n_unique} distinct values"
+    return "feature", None
+
 # %% ../nbs/api/02_schema.ipynb #f7f67d5b
-def infer_schema(df: pd.DataFrame, cfg: PipelineConfig) -> DataSchema:
-    "Infer the schema of reference table `df` under the declarations of `cfg`; explain every inference."
-    if df.empty: raise ValueError("the reference table has no rows")
-    cols = [str(c) for c in df.columns]
-    df = df.set_axis(cols, axis=1)
-    declared = {"target": [cfg.target], "id_column": [cfg.id_column], "time_column": [cfg.time_column],
-                "protected": cfg.protected, "drop": cfg.drop}
+def _declared(df_cols: list[str], cfg: PipelineConfig, with_target: bool) -> None:
+    "Every column `cfg` names must exist."
+    declared = {"target": [cfg.target] if with_target else [], "id_column": [cfg.id_column],
+                "time_column": [cfg.time_column], "protected": cfg.protected, "drop": cfg.drop}
     for key, names in declared.items():
         for n in names:
-            if n is not None and n not in cols:
-                raise ValueError(f"{key} '{n}' is not a column of the data; columns: {cols}")
-    y = df[cfg.target]
-    if y.isna().all(): raise ValueError(f"target '{cfg.target}' is empty in every row")
-    notes = []
-    task = cfg.task or infer_task(y)
-    if cfg.task is None: notes.append(f"task: {task} (target '{cfg.target}' has {y.nunique()} distinct values)")
-    kinds = {c: infer_kind(df[c]) for c in cols if c != cfg.target}
-    id_col = cfg.id_column or next((c for c in cols if c != cfg.target and _ID_NAME.search(c)
-                                    and _is_id_like(df[c], kinds[c]) and not _UNNAMED.fullmatch(c)), None)
+            if n is not None and n not in df_cols:
+                raise ValueError(f"{key} '{n}' is not a column of the data; columns: {df_cols}")
+
+def _time_column(df: pd.DataFrame, cols: list[str], kinds: dict[str, Kind], cfg: PipelineConfig) -> str | None:
+    "The declared time column (checked to hold dates), else the first date column, preferring time-like names."
+    if cfg.time_column is not None:
+        if kinds[cfg.time_column] != "datetime":
+            raise ValueError(f"time_column '{cfg.time_column}' does not hold dates "
+                             f"(first values: {df[cfg.time_column].head(3).tolist()})")
+        return cfg.time_column
+    dated = sorted((c for c in cols if kinds[c] == "datetime"), key=lambda c: not _TIME_NAME.search(c))
+    return dated[0] if dated else None
+
+def _classes(y: pd.Series, task: Task, cfg: PipelineConfig, notes: list[str]) -> tuple[list | None, Any]:
+    "Sorted label values and the positive label (binary) of a classification target."
+    if task == "regression": return None, None
+    classes, counts = _label_classes(y)
+    if task != "binary": return classes, None
+    positive, note = _positive(classes, cfg.positive_label, counts)
+    if note: notes.append(note)
+    return classes, positive
+
+def infer_schema(df: pd.DataFrame, # the reference table
+                 cfg: PipelineConfig, # declarations: target, task, id, time, protected, drop
+                 with_target: bool = True, # False: an unlabelled table, every other column judged as a feature
+                ) -> DataSchema:
+    "Infer the schema of reference table `df` under the declarations of `cfg`; explain every inference."
+    if df.empty: raise ValueError("the reference table has no rows")
+    df = df.set_axis([str(c) for c in df.columns], axis=1)
+    _declared(list(df.columns), cfg, with_target)
+    target = cfg.target if with_target else None
+    notes, task = [], None
+    if target is not None:
+        y = df[target]
+        if y.isna().all(): raise ValueError(f"target '{target}' is empty in every row")
+        task = cfg.task or infer_task(y)
+        if cfg.task is None: notes.append(f"task: {task} (target '{target}' has {y.nunique()} distinct values)")
+    cols = [c for c in df.columns if c != target]
+    kinds = {c: infer_kind(df[c]) for c in cols}
+    id_col = cfg.id_column or _detect_id(df, cols, kinds)
     if id_col and not cfg.id_column: notes.append(f"id column: '{id_col}' (unique values, id-like name)")
-    time_col = cfg.time_column
-    if time_col is None:
-        dated = [c for c in cols if c != cfg.target and kinds[c] == "datetime"]
-        dated.sort(key=lambda c: not _TIME_NAME.search(c))
-        time_col = dated[0] if dated else None
-        if time_col: notes.append(f"time column: '{time_col}' (dates)")
-    elif kinds[time_col] != "datetime":
-        raise ValueError(f"time_column '{time_col}' does not hold dates (first values: {df[time_col].head(3).tolist()})")
-
+    time_col = _time_column(df, cols, kinds, cfg)
+    if time_col and not cfg.time_column: notes.append(f"time column: '{time_col}' (dates)")
     specs = []
-    for c in cols:
-        s = df[c]
-        if c == cfg.target:
-            kind = "numeric" if task == "regression" else "categorical"
-            specs.append(_column_spec(s, kind, "target", None)); continue
-        kind, role, reason = kinds[c], "feature", None
-        n_unique = s.nunique(dropna=True)
-        if c == id_col: role = "id"
-        elif c == time_col: role = "time"
-        elif c in cfg.protected: role = "protected"
-        elif c in cfg.drop: role, reason = "dropped", "listed in drop"
-        elif n_unique <= 1: role, reason = "dropped", "constant"
-        elif _UNNAMED.fullmatch(c) and _is_id_like(s, kind): role, reason = "dropped", "unnamed index column"
-        elif _is_id_like(s, kind): role, reason = "dropped", "id-like: every value distinct"
-        elif kind == "categorical" and n_unique > 0.5 * len(s) and n_unique > 100:
-            role, reason = "dropped", f"free text: {n_unique} distinct values"
+    for c in df.columns:
+        if c == target:
+            specs.append(_column_spec(df[c], "numeric" if task == "regression" else "categorical", "target", None))
+            continue
+        role, reason = ("id", None) if c == id_col else ("time", None) if c == time_col else _role_of(df[c], kinds[c], cfg)
         if reason and reason != "listed in drop": notes.append(f"dropped '{c}': {reason}")
-        specs.append(_column_spec(s, kind, role, reason))
-
-    classes = positive = None
-    if task != "regression":
-        classes, counts = _label_classes(y)
-        if task == "binary":
-            positive, note = _positive(classes, cfg.positive_label, counts)
-            if note: notes.append(note)
-    return DataSchema(columns=specs, target=cfg.target, task=task, classes=classes, positive_label=positive,
+        specs.append(_column_spec(df[c], kinds[c], role, reason))
+    classes, positive = _classes(df[target], task, cfg, notes) if target is not None else (None, None)
+    return DataSchema(columns=specs, target=target, task=task, classes=classes, positive_label=positive,
                       id_column=id_col, time_column=time_col, protected=list(cfg.protected), rows=len(df),
                       inferred=notes)

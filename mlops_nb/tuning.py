@@ -125,9 +125,12 @@ def open_storage(url: str):
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     return optuna.storages.RDBStorage(url)
 
-def make_pruner(kind: str, folds: int) -> optuna.pruners.BasePruner:
+def make_pruner(kind: str, # `tuning.pruner`
+                folds: int, # cross-validation folds: the steps a trial reports
+                startup: int = 3, # `tuning.pruner_startup_trials`: completed trials before the median pruner acts
+               ) -> optuna.pruners.BasePruner:
     "The pruner named in `tuning.pruner`; steps are cross-validation folds."
-    if kind == "median": return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+    if kind == "median": return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0)
     if kind == "hyperband": return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=folds, reduction_factor=3)
     if kind == "none": return optuna.pruners.NopPruner()
     raise ValueError(f"tuning.pruner {kind!r}: expected median, hyperband or none")
@@ -295,7 +298,7 @@ def tune(train_df: pd.DataFrame, # training rows: `schema.features` and the targ
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=open_storage(storage), study_name=study_name, direction=metric.direction,
                                 sampler=make_sampler(cfg.seed if sampler_seed is None else sampler_seed, n_trials, workers),
-                                pruner=make_pruner(tc.pruner, tc.cv_folds), load_if_exists=True)
+                                pruner=make_pruner(tc.pruner, tc.cv_folds, tc.pruner_startup_trials), load_if_exists=True)
     for k, v in {"metric": metric.name, "task": schema.task, "families": list(spaces), "cv_folds": tc.cv_folds}.items():
         study.set_user_attr(k, v)
     fail_stale_trials(study)  # a run's study is tuned only by the process holding the run: RUNNING ones are dead

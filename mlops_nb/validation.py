@@ -61,7 +61,7 @@ def pandera_schema(schema: DataSchema, # the reference schema
             if c.categories is not None and c.role in ("feature", "protected"):
                 checks = [pa.Check.isin(c.categories, raise_warning=c.role == "feature")]
             cols[c.name] = pa.Column(None, checks, nullable=not required, **_unique(c))
-    return pa.DataFrameSchema(cols, name=f"{schema.target} data", strict=False)
+    return pa.DataFrameSchema(cols, name=f"{schema.target or 'unlabelled'} data", strict=False)
 
 def save_pandera(pa_schema, # a pandera `DataFrameSchema`
                  path: str | Path, # file to write; `.yaml` or `.json`
@@ -235,8 +235,9 @@ def _structure(df: pd.DataFrame, schema: DataSchema, require_target: bool) -> li
                                "remove them, or re-run the pipeline on a reference that has them"))
     return out
 
-def _kinds(df: pd.DataFrame, schema: DataSchema) -> tuple[pd.DataFrame, pd.DataFrame, list[Check]]:
-    "Convert the columns to their kinds; report type changes (batch) and the bad cells left (row level)."
+def _kinds(df: pd.DataFrame, schema: DataSchema, type_change_share: float = 0.5,
+          ) -> tuple[pd.DataFrame, pd.DataFrame, list[Check]]:
+    "Convert the columns to their kinds; report type changes (batch, `validation.type_change_share`) and the bad cells left (row level)."
     X, bad, checks = df.copy(), {}, []
     for c in schema.columns:
         if c.name not in df.columns or c.role == "dropped": continue
@@ -251,7 +252,7 @@ def _kinds(df: pd.DataFrame, schema: DataSchema) -> tuple[pd.DataFrame, pd.DataF
         numbers_for_text = (kind == "categorical" and present and pd.api.types.is_numeric_dtype(s)
                             and not c.dtype.lower().startswith(("int", "uint", "float", "bool"))
                             and not X[c.name].isin(c.categories or []).any())
-        if (present and b.sum() >= 0.5 * present) or numbers_for_text:
+        if (present and b.sum() >= type_change_share * present) or numbers_for_text:
             found = str(s.dtype)
             checks.append(Check("type_change", c.name, "batch", "reject", int(b.sum()) if b.any() else present,
                                 _examples(s[b] if b.any() else s.dropna()),
@@ -359,7 +360,7 @@ def validate_batch(df: pd.DataFrame, # the batch as read (raw values)
                         "columns); check that the export or query returns data")]
         return _finish(ValidationReport(df, df.assign(_row=[], _reason=[]), checks, 0), t0, strict)
     checks = _structure(df, schema, require_target)
-    X, bad, kind_checks = _kinds(df, schema)
+    X, bad, kind_checks = _kinds(df, schema, cfg.type_change_share)
     checks += kind_checks
     skip = {c.column for c in kind_checks}
     checks += _null_rates(df, schema, cfg, skip)
@@ -421,6 +422,7 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 def reference_schema(reference: str | Path, # snapshot id or path, CSV/Parquet table, or `schema.json`
                      cfg: PipelineConfig, # declarations (target, id, protected, drop) and the workspace
+                     with_target: bool = True, # False: no label column; every column is checked as a feature
                     ) -> DataSchema:
     "The schema to validate against: loaded from `schema.json`, or inferred from a reference table."
     p = Path(reference)
@@ -428,16 +430,17 @@ def reference_schema(reference: str | Path, # snapshot id or path, CSV/Parquet t
         if not p.is_file(): raise DataSourceError(f"schema file {p} not found", "missing", str(p))
         return DataSchema.load(p)
     if not p.suffix: p = cfg.workspace_path / "snapshots" / f"{reference}.parquet"
-    return infer_schema(_read_table(p), cfg)
+    return infer_schema(_read_table(p), cfg, with_target)
 
 def validate_files(reference: str | Path, # snapshot id or path, CSV/Parquet table, or `schema.json`
                    batch: str | Path, # the CSV or Parquet batch to check
                    cfg: PipelineConfig | None = None, # pipeline config; default: the defaults (target `default`)
                    require_target: bool = True, # False for unlabelled batches
+                   with_target: bool = True, # False: the reference has no label either (`mlops-nb validate` without a target)
                   ) -> ValidationReport:
     "Validate the `batch` file against the `reference`; a rejected batch gives `accepted=False`, never an exception."
     cfg = cfg or PipelineConfig()
-    schema = reference_schema(reference, cfg)
+    schema = reference_schema(reference, cfg, with_target)
     try: df = _read_table(Path(batch))
     except DataSourceError as e:
         name = {"encoding": "encoding", "empty": "empty"}.get(e.kind, "unreadable")

@@ -49,8 +49,12 @@ def test_unseen_csv_binary_string_labels(tmp_path):
 def test_unseen_csv_regression(tmp_path):
     df = _messy(seed=1)
     df["lifetime_value"] = (df["tenure"] * df["monthly_charges"].fillna(70)).round(2)
-    s, _ = _run(tmp_path, df.drop(columns=["Churn"]), "lifetime_value")
+    s, err = _run(tmp_path, df.drop(columns=["Churn"]), "lifetime_value")
     assert s["status"] == "succeeded" and s["task"] == "regression"
+    # the target is tenure x charges: a leak through a product, flagged by name and left out of the model
+    combo = [f for f in s["flags"] if f["flag"] == "leakage_combination"]
+    assert [f["columns"] for f in combo] == [["tenure", "monthly_charges"]], s["flags"]
+    assert {"tenure", "monthly_charges"} <= set(s["schema"]["dropped"]) and "dropped 'tenure': leakage" in err
 
 
 def test_unseen_csv_multiclass(tmp_path):

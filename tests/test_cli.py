@@ -80,3 +80,46 @@ def test_validate_bad_reference_is_a_clear_error(tmp_path):
     _table().to_csv(ref, index=False)
     r = mlops("validate", "--reference", ref, "--data", ref, "--target", "outcome", cwd=tmp_path)
     assert r.returncode == 2 and "target 'outcome' is not a column" in r.stderr and "Traceback" not in r.stderr
+
+
+def _sensors(n=200, seed=0):
+    "A table with no `default` column (the demo's target): readings, a site, a status word."
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"reading": rng.normal(20, 3, n).round(2), "pressure": rng.gamma(5, 20, n).round(1),
+                         "site": rng.choice(["north", "south"], n), "status": rng.choice(["ok", "warn"], n)})
+
+
+def test_validate_without_target_checks_every_column(tmp_path):
+    "No config, no --target: the demo's `default` is not assumed; every column is checked as a feature."
+    ref, good, bad = tmp_path / "ref.csv", tmp_path / "good.csv", tmp_path / "bad.csv"
+    _sensors().to_csv(ref, index=False)
+    _sensors(seed=0).to_csv(good, index=False)
+    r = mlops("validate", "--reference", ref, "--data", good, "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["accepted"] and rep["rows_kept"] == 200 and "not a column" not in r.stderr
+    assert "no target given (--target) or configured: every column is checked as a feature" in r.stderr
+    broken = _sensors(seed=0)
+    broken.loc[0, "reading"] = 1e6  # out of the reference's range
+    broken.loc[1, "pressure"] = -50.0
+    broken.loc[2, "status"] = "melted"  # a new category: a warning, the row is kept
+    broken.drop(columns="site").to_csv(bad, index=False)
+    r = mlops("validate", "--reference", ref, "--data", bad, "--json", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    found = {(c["name"], c["column"]) for c in json.loads(r.stdout)["checks"]}
+    assert {("missing_columns", "site"), ("out_of_range", "reading"), ("out_of_range", "pressure"),
+            ("new_category", "status")} <= found, found
+
+
+def test_validate_uses_the_configured_target(tmp_path):
+    "With --config, its target is the label: a batch without it is rejected, an unknown label value quarantined."
+    ref, batch, cfg = tmp_path / "ref.csv", tmp_path / "batch.csv", tmp_path / "pipeline.yaml"
+    _sensors().to_csv(ref, index=False)
+    b = _sensors(seed=0)
+    b.loc[4, "status"] = "melted"
+    b.to_csv(batch, index=False)
+    cfg.write_text("target: status\n")
+    r = mlops("validate", "--reference", ref, "--data", batch, "--config", cfg, "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert [c["name"] for c in rep["checks"] if c["failing_rows"]] == ["unknown_label"] and rep["rows_quarantined"] == 1
