@@ -210,7 +210,7 @@ def check_gates(metrics: dict, # the model's test metrics
     for name, bound in gates.absolute.items():
         v, _ = gate_metric(name, metrics, task, f"gates.absolute.{name}")
         rows += _bound_rows("absolute", name, v, bound)
-    rows += near_perfect_gate(metrics, gates)
+    rows += near_perfect_gate(metrics, gates, task)
     if gates.fairness:
         fairness_by_attr = fairness_by_attr or {}
         if not fairness_by_attr:
@@ -251,12 +251,13 @@ def check_gates(metrics: dict, # the model's test metrics
 # %% ../nbs/api/08_evaluation.ipynb #f66ff177
 def near_perfect_gate(metrics: dict, # the model's test metrics
                       gates: GatesConfig, # `cfg.gates`: `near_perfect` (None: no gate) and `expect_perfect`
+                      task: Task, # the model's task: R² for regression, (one-vs-rest) ROC AUC otherwise
                      ) -> list[dict]:
     "The `near_perfect` row: a test ROC AUC (or R²) at or above `gates.near_perfect` fails unless declared expected."
     lim = gates.near_perfect
     if lim is None: return []
-    name = "r2" if "r2" in metrics else "roc_auc"
-    v, _ = metric_value(name, metrics, "gates.near_perfect")
+    v, m = gate_metric("r2" if task == "regression" else "roc_auc", metrics, task, "gates.near_perfect")
+    name = m.name
     if v is None or v < lim: return [_row("near_perfect", name, v, lim, True, f"{name} = {_fmt(v)} < {lim:g}")]
     if gates.expect_perfect:
         return [_row("near_perfect", name, v, lim, True, f"{name} = {_fmt(v)} ≥ {lim:g}, declared expected "
