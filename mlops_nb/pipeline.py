@@ -524,6 +524,14 @@ def _kept_stages(previous: dict, chosen: list[Stage], run_dir: Path) -> dict[str
 def _has_runs(cfg: PipelineConfig) -> bool:
     return any((cfg.workspace_path / "runs").glob("*/config.yaml"))
 
+def _create_optuna_store(cfg: PipelineConfig) -> None:
+    "Create a new workspace's Optuna database under its lock: two first runs would race on creating its tables."
+    url = cfg.optuna_storage
+    if not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).exists(): return
+    from mlops_nb.registry import store_lock
+    from mlops_nb.tuning import open_storage
+    with store_lock(url): open_storage(url)
+
 def run_pipeline(cfg: PipelineConfig, # the validated configuration
                  stages: list[str] | None = None, # subset of stages (default `cfg.stages`), run in DAG order
                  run_id: str | None = None, # reuse/resume this run (default: a new run)
@@ -543,6 +551,7 @@ def run_pipeline(cfg: PipelineConfig, # the validated configuration
     if resume and not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"no run '{run_id}' to resume in {cfg.workspace_path / 'runs'}")
     client = open_store(cfg.tracking, has_history=_has_runs(cfg))  # a damaged store stops here, creating nothing
+    if any(s.name == "tune" for s in chosen): _create_optuna_store(cfg)
     run_dir = prepare_run(cfg, run_id)
     try: lock = file_lock(run_dir / RUN_LOCK, timeout_s=0, what=f"run {run_id}")
     except TimeoutError: raise ValueError(f"run {run_id} is already running in another process") from None

@@ -30,7 +30,7 @@ def _trials(ws: Path) -> dict:
     db = ws / "optuna.db"
     if not db.exists(): return {}
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.2) as con:
             return dict(con.execute("SELECT state, count(*) FROM trials GROUP BY state").fetchall())
     except sqlite3.Error: return {}
 
@@ -43,7 +43,7 @@ def _interrupt(ws: Path, args: list, stage: str, sig: int, ready=lambda: True, d
     while not (_log(ws).count(f"start {stage}") > starts and ready()):
         assert p.poll() is None, f"the run ended before {stage} started: {p.communicate()[1][-3000:]}"
         assert time.monotonic() - t0 < timeout, f"{stage} did not start"
-        time.sleep(0.1)
+        time.sleep(0.02)
     time.sleep(delay)
     p.send_signal(sig)
     out, err = p.communicate(timeout=300)
@@ -63,9 +63,12 @@ def test_signals_and_kills_in_the_stages_then_resume_give_the_uninterrupted_resu
 
     code, _, err = _interrupt(ws, args, "validate", signal.SIGKILL)
     assert code == -9
-    code, out, err = _interrupt(ws, resume, "tune", signal.SIGTERM,
-                                ready=lambda: _trials(ws).get("COMPLETE", 0) >= 1 and _trials(ws).get("RUNNING", 0) >= 1,
-                                delay=0.2)
+    code, _, err = _interrupt(ws, resume, "analyze", signal.SIGTERM, delay=2.0)
+    assert code == 143 and "Traceback" not in err, err[-3000:]
+    code, _, err = _interrupt(ws, resume, "prepare", signal.SIGKILL, delay=2.0)
+    assert code == -9
+    code, out, err = _interrupt(ws, resume, "tune", signal.SIGTERM, ready=lambda: _trials(ws).get("RUNNING", 0) >= 1,
+                                delay=0)
     assert code == 143, err[-3000:]
     assert "tune      FAILED" in err and "interrupted by SIGTERM" in err and "Traceback" not in err, err
     run_dir = next((ws / "runs").glob("2*"))
@@ -73,10 +76,12 @@ def test_signals_and_kills_in_the_stages_then_resume_give_the_uninterrupted_resu
     assert (s["status"], s["interrupted"], s["stages"][-1]["name"]) == ("failed", "SIGTERM", "tune")
     assert _running_runs(s) == [], "a SIGTERM leaves no MLflow run RUNNING"
     code, _, _ = _interrupt(ws, [*resume, "--json"], "tune", signal.SIGKILL,
-                            ready=lambda: _trials(ws).get("RUNNING", 0) >= 1, delay=0.1)
+                            ready=lambda: _trials(ws).get("RUNNING", 0) >= 1, delay=0)
     assert code == -9
-    code, _, _ = _interrupt(ws, resume, "train", signal.SIGTERM, delay=2.0)
-    assert code == 143
+    code, _, err = _interrupt(ws, resume, "train", signal.SIGTERM, delay=2.0)
+    assert code == 143 and "Traceback" not in err, err[-3000:]
+    code, _, err = _interrupt(ws, resume, "evaluate", signal.SIGTERM, delay=2.0)
+    assert code == 143 and "Traceback" not in err, err[-3000:]
     code, _, _ = _interrupt(ws, resume, "register", signal.SIGKILL, delay=3.0)
     assert code == -9
 
@@ -99,7 +104,9 @@ def test_signals_and_kills_in_the_stages_then_resume_give_the_uninterrupted_resu
 def test_a_killed_run_is_found_and_marked_killed(tmp_path):
     ws = tmp_path / "ws"
     args = [*params(small_overrides(ws)), "--stages", "gather,validate"]
-    code, _, _ = _interrupt(ws, args, "gather", signal.SIGKILL, delay=1.0)
+    code, _, err = _interrupt(ws, args, "gather", signal.SIGTERM, delay=1.0)
+    assert code == 143 and "Traceback" not in err and "interrupted by SIGTERM" in err, err[-3000:]
+    code, _, _ = _interrupt(ws, [*args, "--resume", "latest"], "gather", signal.SIGKILL, delay=1.0)
     assert code == -9
     dead = next((ws / "runs").glob("2*"))
     r = mlops("run", *args, "--json")  # the next command on the workspace finds it
@@ -116,7 +123,8 @@ def test_a_killed_run_is_found_and_marked_killed(tmp_path):
 
 def test_concurrent_first_runs_share_a_new_workspace(tmp_path):
     ws = tmp_path / "ws"
-    args = ["run", *params(small_overrides(ws)), "--stages", "gather,validate", "--json"]
+    args = ["run", *params(small_overrides(ws, "tuning.n_trials=2", "tuning.families=[linear]")),
+            "--stages", "gather,validate,analyze,prepare,tune", "--json"]
     procs = [_start(*args) for _ in range(2)]
     results = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, results):
