@@ -577,6 +577,7 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks) 
         seconds=round(time.perf_counter() - t0, 2), stage_notebooks=notebooks, **kw))
     echo(f"stage notebooks: {notebooks['source']} ({nb_dir})")
     summarise("running")  # from here a crash leaves a summary a later run can find
+    i, stage = 0, None
     try:
         for i, stage in enumerate(chosen, 1):
             if stage.name in done:
@@ -597,9 +598,14 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks) 
             for note in result.get("inferred", []): echo(f"    inferred {note}")
             for note in result.get("notes", []): echo(f"    note: {note}")
             summarise("running")
-    except KeyboardInterrupt as e:  # a signal between stages
+    except KeyboardInterrupt as e:  # a signal outside a stage's notebook (starting it, or between two)
         status, interrupted = "failed", getattr(e, "signal", "SIGINT")
         _log_line(run_dir, f"interrupted by {interrupted}")
+        if stage is not None and (not records or records[-1]["name"] != stage.name):
+            records.append({"name": stage.name, "status": "failed", "error": f"interrupted by {interrupted}",
+                            "interrupted": interrupted, "seconds": 0.0})
+            echo(f"[{i}/{len(chosen)}] {stage.name:<9} FAILED: interrupted by {interrupted}\n"
+                 f"    resume with: mlops-nb run --resume {run_id}")
     extra = {"interrupted": interrupted, "error": f"interrupted by {interrupted}"} if interrupted else {}
     summary = json.loads(summarise(status, **extra).read_text())
     client.log_artifact(parent_id, str(run_dir / "summary.json"))
