@@ -31,9 +31,10 @@ from .data import write_json
 __all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'UNLOGGED_SUFFIXES', 'STAGE_KERNEL_ENV', 'KERNEL_FILE_PREFIX', 'RUN_LOCK',
            'PROJECT_HEADER', 'Stage', 'notebook_parameters', 'check_stage_notebook', 'check_dag', 'packaged_stages_dir',
            'stages_dir', 'describe_stages', 'new_run_id', 'latest_run_dir', 'ensure_experiment', 'StageContext',
-           'open_stage', 'prepare_run', 'build_summary', 'IPCKernelManager', 'shutdown_stage_kernels',
-           'remove_stale_kernel_files', 'Interrupted', 'signals_interrupt', 'exit_code', 'run_alive', 'close_open_runs',
-           'reap_dead_runs', 'mark_latest', 'latest_resumable', 'run_stage', 'run_pipeline', 'init_project']
+           'open_stage', 'prepare_run', 'build_summary', 'IPCKernelManager', 'kill_stage_kernels',
+           'shutdown_stage_kernels', 'remove_stale_kernel_files', 'Interrupted', 'signals_interrupt', 'exit_code',
+           'run_alive', 'close_open_runs', 'reap_dead_runs', 'mark_latest', 'latest_resumable', 'run_stage',
+           'run_pipeline', 'init_project']
 
 # %% ../nbs/api/10_pipeline.ipynb #aa0a1c80
 @dataclass(frozen=True)
@@ -338,15 +339,25 @@ class IPCKernelManager(KernelManager):
         IPCKernelManager.live.add(self)
         return await super()._async_pre_start_kernel(**kw)
 
+def _kernel_process(km):
+    return getattr(getattr(km, "provisioner", None), "process", None)
+
+def kill_stage_kernels() -> int:
+    "Kill the processes of live stage kernels at once (no waiting): an interrupted stage stops mid-cell."
+    n = 0
+    for km in list(IPCKernelManager.live):
+        proc = _kernel_process(km)
+        if proc is not None and proc.poll() is None: proc.kill(); n += 1
+    return n
+
 def shutdown_stage_kernels() -> int:
     "Kill the stage kernels still alive (an interrupted stage leaves its kernel running) and remove their files."
     # no asyncio here: an interrupt leaves nbclient's event loop holding tasks that would re-raise it when run again
-    n = 0
+    n = kill_stage_kernels()
     for km in list(IPCKernelManager.live):
         IPCKernelManager.live.discard(km)
-        proc = getattr(getattr(km, "provisioner", None), "process", None)
-        if proc is not None and proc.poll() is None:
-            proc.kill(); proc.wait(timeout=10); n += 1
+        proc = _kernel_process(km)
+        if proc is not None: proc.wait(timeout=10)
         km.cleanup_connection_file(); km.cleanup_ipc_files()
     return n
 
@@ -392,6 +403,7 @@ def signals_interrupt():
     def handler(signum, frame):
         if fired: return
         fired.append(signum)
+        kill_stage_kernels()  # the stage stops now, not when its cell (a tuning trial, a fit) would have ended
         raise Interrupted(signal.Signals(signum).name)
     main = __import__("threading").current_thread() is __import__("threading").main_thread()
     old = signal.signal(signal.SIGTERM, handler) if main else None
