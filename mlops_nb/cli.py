@@ -16,7 +16,7 @@ import typer
 from .config import ConfigError, PipelineConfig, load_config
 
 # %% auto #0
-__all__ = ['app', 'run', 'validate', 'promote', 'rollback', 'models']
+__all__ = ['app', 'run', 'validate', 'promote', 'rollback', 'models', 'serve']
 
 # %% ../nbs/api/11_cli.ipynb #7b513604
 app = typer.Typer(help="Notebook-first MLOps: run the pipeline, validate data, manage the model registry.",
@@ -162,3 +162,21 @@ def models(config: Optional[Path] = typer.Option(None, "--config", "-c"),
     if as_json: _print_json({"name": cfg.model_name, "versions": df.to_dict(orient="records"),
                              "history": history(cfg.model_name, client)})
     else: typer.echo(df.to_string(index=False) if len(df) else f"no versions of '{cfg.model_name}' yet", err=True)
+
+# %% ../nbs/api/11_cli.ipynb #572e9a1e
+@app.command()
+def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline.yaml (default ./pipeline.yaml)"),
+          workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="workspace folder (default .mlops)"),
+          model: Optional[str] = typer.Option(None, "--model", help="registered model (default: the config's, or the only one)"),
+          host: Optional[str] = typer.Option(None, "--host", help="interface (default serving.host, 127.0.0.1)"),
+          port: Optional[int] = typer.Option(None, "--port", help="port (default serving.port, 8000)"),
+          workers: Optional[int] = typer.Option(None, "--workers", help="worker processes (default serving.workers, 1)"),
+          param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value (repeatable)")):
+    "Serve the champion over HTTP (`/invocations`, `/predict`, `/feedback`, `/metrics`) until SIGTERM."
+    from mlops_nb.serving import serve as _serve
+    extra = [f"serving.{k}={v}" for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None]
+    if workspace is not None: extra.append(f"workspace={Path(workspace).resolve()}")
+    if config is None and Path("pipeline.yaml").is_file(): config = Path("pipeline.yaml")
+    cfg = _config(config, [*param, *extra])
+    try: _serve(cfg, model, str(config.resolve()) if config else None, [*param, *extra])
+    except ValueError as e: _fail(str(e), 1)
