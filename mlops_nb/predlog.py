@@ -156,14 +156,19 @@ def _write(self: PredictionLog, cols: dict[str, list], # columns of the new rows
         return True
 PredictionLog.write = _write
 
-# %% ../nbs/api/13_predlog.ipynb #f0258ad3
+# %% ../nbs/api/13_predlog.ipynb #d1e7208b
+def _insert_sql(engine, table: str, names: tuple) -> str:
+    "A driver-level INSERT for `names` in the engine's parameter style (qmark for sqlite3, format for psycopg)."
+    mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+    return f'INSERT INTO {table} ({", ".join(chr(34) + n + chr(34) for n in names)}) VALUES ({", ".join([mark] * len(names))})'
+
 def _insert(self: PredictionLog, chunks: list) -> None:
-    "Insert queued chunks in one transaction (row dicts built here, in the writer thread)."
-    rows = []
-    for cols, n in chunks:
-        names = list(cols)
-        rows += [dict(zip(names, r)) for r in zip(*cols.values())] if names else [{}] * n
-    with self.engine.begin() as conn: conn.execute(self.table.insert(), rows)
+    "Insert queued chunks in one transaction, as row tuples through the driver's `executemany` (no per-row dicts)."
+    groups: dict[tuple, list] = {}
+    for cols, n in chunks: groups.setdefault(tuple(cols), []).extend(zip(*cols.values()) if cols else [()] * n)
+    with self.engine.begin() as conn:
+        for names, rows in groups.items():
+            if names: conn.exec_driver_sql(_insert_sql(self.engine, "predictions", names), rows)
 
 def _run(self: PredictionLog) -> None:
     "The writer thread: every `flush_s` (or at once on close/flush) insert what is queued."

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['SHADOW', 'SERVE_ENV', 'ServedModel', 'load_served', 'resolve_model_name', 'InputError', 'check_columns',
            'parse_invocations', 'to_frame', 'score', 'ab_role', 'Job', 'Batcher', 'Service', 'Metrics', 'request_model',
-           'LimitsAndMetrics', 'create_app', 'build_service', 'app_from_env', 'serve']
+           'LimitsAndMetrics', 'answer_invocations', 'create_app', 'build_service', 'app_from_env', 'serve']
 
 # %% ../nbs/api/12_serving.ipynb #c12cf9f2
 import asyncio
@@ -101,18 +101,18 @@ _WANT = {"number": "a number", "string": "a string", "boolean": "true or false",
 def _kind(t: str) -> str:
     return "number" if t in _NUMBER else "string" if t in _STRING else "boolean" if t == "boolean" else "datetime" if t == "datetime" else "other"
 
+_OK_TYPES = {"number": {int, float, type(None)}, "string": {str, type(None)}, "datetime": {str, type(None)},
+             "boolean": {bool, type(None)}}
+
 def _bad(v, kind: str) -> bool:
-    if v is None: return False
-    if kind == "number": return isinstance(v, bool) or not isinstance(v, (int, float))
-    if kind == "boolean": return not isinstance(v, bool)
-    if kind in ("string", "datetime"): return not isinstance(v, str)
-    return False
+    return kind in _OK_TYPES and type(v) not in _OK_TYPES[kind]
 
 def check_columns(cols: dict[str, list], fields: dict[str, str]) -> None:
     "Raise `InputError(422)` naming the first field whose values do not match its signature type."
     for f, vals in cols.items():
         kind = _kind(fields[f])
-        bad = [i for i, v in enumerate(vals) if _bad(v, kind)]
+        ok = _OK_TYPES.get(kind)
+        bad = [i for i, v in enumerate(vals) if _bad(v, kind)] if ok and not set(map(type, vals)) <= ok else []
         if kind == "datetime" and not bad:
             parsed = pd.to_datetime(pd.Series(vals, dtype=object), errors="coerce", format="ISO8601")
             bad = [i for i, (v, p) in enumerate(zip(vals, parsed)) if v is not None and p is pd.NaT]
@@ -479,6 +479,9 @@ class LimitsAndMetrics:
             await _send_json(send_, 413, {"error_code": "REQUEST_TOO_LARGE", "message":
                 f"request body over serving.max_body_bytes={self.max_bytes}; split it, or score files with `mlops-nb predict`"})
         elif body is None: await self.app(scope, receive, send_)
+        elif path == "/invocations" and scope["method"] == "POST":  # the hot path, without the framework's layers
+            key = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-api-key"), None)
+            await _send_json(send_, *await answer_invocations(self.service, body, key))
         else:
             sent = [False]
             async def replay():
@@ -504,25 +507,31 @@ class LimitsAndMetrics:
         return b"".join(parts)
 
 async def _send_json(send, status: int, obj) -> None:
-    body = json.dumps(obj).encode()
+    body = json.dumps(obj, allow_nan=False).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
-# %% ../nbs/api/12_serving.ipynb #b137d4ee
+# %% ../nbs/api/12_serving.ipynb #4daf05db
+_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 409: "CONFLICT", 413: "REQUEST_TOO_LARGE",
+          422: "INVALID_INPUT"}
+
+def _error_body(status: int, message: str) -> dict:
+    "MLflow's error shape: `{error_code, message}`."
+    return {"error_code": _CODES.get(status, "ERROR"), "message": message}
+
 def _error(status: int, message: str):
     from fastapi.responses import JSONResponse
-    code = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 413: "REQUEST_TOO_LARGE", 422: "INVALID_INPUT"}.get(status, "ERROR")
-    return JSONResponse({"error_code": code, "message": message}, status_code=status)
+    return JSONResponse(_error_body(status, message), status_code=status)
 
 def _json(obj, status: int = 200):
     from fastapi.responses import Response
     return Response(json.dumps(obj, allow_nan=False, default=str), status_code=status, media_type="application/json")
 
-def _check_key(service: Service, request) -> None:
-    "Refuse a prediction request without the API key, when one is configured."
+def _check_key(service: Service, given: str | None) -> None:
+    "Refuse a prediction request without the API key (header `X-API-Key`), when one is configured."
     key = service.api_key
-    if key and not hmac.compare_digest(request.headers.get("x-api-key", ""), key):
+    if key and not hmac.compare_digest((given or "").encode(), key.encode()):
         raise InputError(401, f"missing or wrong X-API-Key header (the key is in ${service.s.api_key_env})")
 
 def _check_admin(service: Service, request) -> None:
@@ -532,12 +541,20 @@ def _check_admin(service: Service, request) -> None:
     if not hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {tok}"):
         raise InputError(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
 
-# %% ../nbs/api/12_serving.ipynb #9c74bd7e
-async def _read_json(request) -> Any:
-    "The decoded body; 400 when it is not JSON."
-    body = await request.body()
+# %% ../nbs/api/12_serving.ipynb #779ba3cc
+def _decode(body: bytes) -> Any:
+    "The decoded JSON body; 400 when it is not JSON."
     try: return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e: raise InputError(400, f"the body is not valid JSON: {e}") from None
+
+async def answer_invocations(service: Service, body: bytes, api_key: str | None) -> tuple[int, dict]:
+    "Status and JSON answer of `/invocations` for a raw body: MLflow's `{\"predictions\": [...]}` or an error."
+    try:
+        _check_key(service, api_key)
+        cols = parse_invocations(_decode(body), service.fields)
+        _, _, preds, _ = await service.predict_async(cols, role=service.route(cols))
+        return 200, {"predictions": preds}
+    except InputError as e: return e.status, _error_body(e.status, str(e))
 
 # %% ../nbs/api/12_serving.ipynb #37510656
 def _prediction_rows(sm: ServedModel, ids, preds, proba) -> list[dict]:
@@ -553,11 +570,8 @@ def _add_prediction_routes(app, service: Service) -> None:
 
     @app.post("/invocations", tags=["predict"], summary="MLflow scoring protocol (as `mlflow models serve`)",
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}})
-    async def invocations(request: Request):
-        _check_key(service, request)
-        cols = parse_invocations(await _read_json(request), service.fields)
-        _, _, preds, _ = await service.predict_async(cols, role=service.route(cols))
-        return _json({"predictions": preds})
+    async def invocations(request: Request):  # documents the endpoint; `LimitsAndMetrics` answers it first
+        return _json(*reversed(await answer_invocations(service, await request.body(), request.headers.get("x-api-key"))))
 
     class PredictRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -566,7 +580,7 @@ def _add_prediction_routes(app, service: Service) -> None:
 
     @app.post("/predict", tags=["predict"], summary="Score records; typed by the model signature")
     async def predict(body: PredictRequest, request: Request):
-        _check_key(service, request)
+        _check_key(service, request.headers.get("x-api-key"))
         if body.ids is not None and len(body.ids) != len(body.records):
             raise InputError(422, f"ids: {len(body.ids)} ids for {len(body.records)} records; send one per record or none")
         cols = {f: [getattr(r, f) for r in body.records] for f in service.fields}
@@ -590,7 +604,7 @@ def _add_feedback_route(app, service: Service) -> None:
 
     @app.post("/feedback", tags=["feedback"], summary="Ground truth that arrived later, by request id")
     def feedback(body: FeedbackItem | FeedbackBatch, request: Request):
-        _check_key(service, request)
+        _check_key(service, request.headers.get("x-api-key"))
         items = body.feedback if isinstance(body, FeedbackBatch) else [body]
         if len(items) > service.s.max_rows:
             raise InputError(413, f"{len(items)} feedback items; the limit is serving.max_rows={service.s.max_rows}")
