@@ -28,8 +28,8 @@ def free_port() -> int:
 
 class Server:
     "`mlops-nb serve` in a subprocess; `call` sends JSON over one keep-alive connection per thread."
-    def __init__(self, ws: Path, *params: str, env: dict | None = None):
-        self.ws, self.port = ws, free_port()
+    def __init__(self, ws: Path, *params: str, env: dict | None = None, headers: dict | None = None):
+        self.ws, self.port, self.headers = ws, free_port(), headers or {}
         e = {**os.environ, **(env or {})}
         e.pop("MLOPS_NB_TRACKING_URI", None)
         self.proc = subprocess.Popen([*CLI, "serve", "--workspace", str(ws), "--port", str(self.port),
@@ -51,7 +51,7 @@ class Server:
         if conn is None: conn = self.local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         try:
-            conn.request(method, path, data, {"Content-Type": "application/json", **(headers or {})})
+            conn.request(method, path, data, {"Content-Type": "application/json", **self.headers, **(headers or {})})
             r = conn.getresponse()
             text = r.read().decode()
         except (OSError, http.client.HTTPException):
@@ -235,3 +235,84 @@ def test_sigterm_under_load_logs_every_answered_request(demo_run, rows, tmp_path
     logged = set(read_log(f"sqlite:///{ws / 'predictions.db'}").request_id)
     assert ids <= logged, f"{len(ids - logged)} answered ids missing from the log"
     assert all(isinstance(f, str) for f in failures), failures[:3]  # only refused connections after shutdown, no 5xx
+
+
+def second_version(ws: Path, challenger: bool = False) -> str:
+    "Register the champion's artifacts again as a new version (gates passed); optionally make it the challenger."
+    from mlflow import MlflowClient
+    c = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
+    mv1 = c.get_model_version(NAME, "1")
+    mv = c.create_model_version(NAME, source=mv1.source, run_id=mv1.run_id, tags={"passed": "true", "gates": "[]"},
+                                model_id=getattr(mv1, "model_id", None))
+    if challenger: c.set_registered_model_alias(NAME, "challenger", mv.version)
+    return str(mv.version)
+
+
+ADMIN = {"MLOPS_NB_ADMIN_TOKEN": "admin-secret", "MLOPS_NB_API_KEY": "client-key"}
+
+
+def test_auth_and_hot_reload_under_load(demo_run, rows, tmp_path):
+    ws = copy_workspace(demo_run[0], tmp_path / "ws")
+    s = Server(ws, "serving.reload_interval_s=0.5", env=ADMIN)
+    try:
+        body = {"records": records(rows.head(1))}
+        assert s.call("POST", "/predict", body)[0] == 401
+        assert s.call("POST", "/invocations", {"dataframe_records": body["records"]})[0] == 401
+        assert s.call("POST", "/predict", body, headers={"X-API-Key": "wrong"})[0] == 401
+        assert s.call("GET", "/health")[0] == 200  # ops endpoints stay open
+        s.headers = {"X-API-Key": "client-key"}
+        assert s.call("POST", "/admin/reload")[0] == 401
+        assert s.call("POST", "/admin/reload", headers={"Authorization": "Bearer nope"})[0] == 401
+        status, out = s.call("POST", "/admin/reload", headers={"Authorization": "Bearer admin-secret"})
+        assert status == 200 and out["models"] == {"champion": "1"}
+        stop = threading.Event()
+        answers, failures, ts = hammer(s, body, stop)
+        time.sleep(1)
+        from mlflow import MlflowClient
+        from mlops_nb.registry import promote
+        v2 = second_version(ws)
+        promote(NAME, v2, who="test", why="hot reload test", client=MlflowClient(f"sqlite:///{ws / 'mlflow.db'}"))
+        deadline = time.time() + 20
+        while time.time() < deadline and not any(a["model"]["version"] == v2 for a in answers[-20:]): time.sleep(0.2)
+        time.sleep(1)
+        stop.set()
+        for t in ts: t.join(10)
+        versions = [a["model"]["version"] for a in answers]
+        assert failures == [] and "1" in versions and versions[-1] == v2, (failures[:3], versions[-5:])
+        first = versions.index(v2)
+        assert set(versions[first + 20:]) == {v2}  # swapped once for good (threads in flight may finish on v1)
+        assert "mlops_model_reloads 1.0" in s.call("GET", "/metrics")[1]
+    finally: s.stop()
+
+
+def test_shadow_and_ab_split(demo_run, rows, tmp_path):
+    ws = copy_workspace(demo_run[0], tmp_path / "ws")
+    v2 = second_version(ws, challenger=True)
+    s = Server(ws, "serving.shadow=true", "serving.ab_key=income", env=ADMIN, headers={"X-API-Key": "client-key"})
+    admin = {"Authorization": "Bearer admin-secret"}
+    try:
+        recs = records(rows.head(5))
+        status, out = s.call("POST", "/predict", {"records": recs, "ids": [f"sh{i}" for i in range(5)]})
+        assert status == 200 and out["model"] == {"name": NAME, "version": "1", "role": "champion"}
+        df = _wait_log(ws, {"sh0"}, timeout=10)
+        deadline = time.time() + 10
+        while time.time() < deadline and (df.request_id.str.startswith("sh") & (df.role == "shadow")).sum() < 5:
+            time.sleep(0.3); df = _wait_log(ws, set())
+        sh = df[df.request_id.str.startswith("sh")]
+        assert sorted(sh.role.value_counts().items()) == [("champion", 5), ("shadow", 5)]
+        assert set(sh[sh.role == "shadow"].model_version) == {v2}
+        # A/B: half of the callers (by income) are answered by the challenger, always the same ones
+        assert s.call("POST", "/admin/routing", {"ab_share": 0.5}, headers=admin)[0] == 422  # shadow still on
+        status, out = s.call("POST", "/admin/routing", {"shadow": False, "ab_share": 0.5}, headers=admin)
+        assert status == 200 and out == {"shadow": False, "ab_share": 0.5, "ab_key": "income"}
+        rec = recs[0]
+        roles = [s.call("POST", "/predict", {"records": [{**rec, "income": 1000.0 + i}]})[1]["model"]["role"]
+                 for i in range(200)]
+        assert 0.35 < roles.count("challenger") / 200 < 0.65, roles.count("challenger")
+        sticky = {s.call("POST", "/predict", {"records": [{**rec, "income": 1007.0}]})[1]["model"]["role"] for _ in range(10)}
+        assert sticky == {roles[7]}
+        out = s.call("POST", "/predict", {"records": [{**rec, "income": 1000.0 + roles.index("challenger")}], "ids": ["ab1"]})[1]
+        assert out["model"] == {"name": NAME, "version": v2, "role": "challenger"}
+        row = _wait_log(ws, {"ab1"}).set_index("request_id").loc["ab1"]
+        assert (row.model_version, row.role) == (v2, "challenger")
+    finally: s.stop()
