@@ -17,8 +17,8 @@ import pandas as pd
 from .config import PipelineConfig
 
 # %% auto #0
-__all__ = ['META_COLUMNS', 'DEFAULT_LOG_FILE', 'log_url', 'proba_column', 'log_columns', 'create_log_tables', 'hash_values',
-           'PredictionLog', 'read_log']
+__all__ = ['META_COLUMNS', 'DEFAULT_LOG_FILE', 'TABLE_SUFFIXES', 'log_url', 'proba_column', 'log_columns', 'create_log_tables',
+           'hash_values', 'PredictionLog', 'read_log', 'write_table']
 
 # %% ../nbs/api/13_predlog.ipynb #f61850b0
 META_COLUMNS = ("request_id", "logged_at", "model_name", "model_version", "role", "latency_ms", "prediction")
@@ -248,3 +248,15 @@ def read_log(url: str, # the log's SQLAlchemy URL
     finally: eng.dispose()
     for c in ("logged_at", "label_at"): df[c] = pd.to_datetime(df[c], unit="s", utc=True)
     return df
+
+# %% ../nbs/api/13_predlog.ipynb #8e8a336d
+TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    "Write `df` as CSV or Parquet, by the suffix of `path`."
+    p = Path(path)
+    kind = TABLE_SUFFIXES.get(p.suffix.lower())
+    if kind is None: raise ValueError(f"{p}: cannot tell the format from the suffix; use .csv or .parquet")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(p, index=False) if kind == "csv" else df.to_parquet(p, index=False)
+    return p

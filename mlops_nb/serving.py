@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['SHADOW', 'SERVE_ENV', 'ServedModel', 'load_served', 'resolve_model_name', 'InputError', 'check_columns',
-           'parse_invocations', 'to_frame', 'score', 'ab_role', 'Job', 'Batcher', 'Service', 'Metrics', 'request_model',
-           'LimitsAndMetrics', 'answer_invocations', 'create_app', 'build_service', 'app_from_env', 'serve']
+           'parse_invocations', 'to_frame', 'score', 'ab_role', 'Job', 'Batcher', 'Service', 'log_rows', 'Metrics',
+           'request_model', 'LimitsAndMetrics', 'answer_invocations', 'create_app', 'predict_frame', 'predict_file',
+           'build_service', 'app_from_env', 'serve']
 
 # %% ../nbs/api/12_serving.ipynb #c12cf9f2
 import asyncio
@@ -23,6 +24,7 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -335,19 +337,30 @@ def _run_jobs(self: Service, jobs: list[Job], role: str) -> None:
         except queue.Full: self.shadow_dropped += len(preds)
 Service._run_jobs = _run_jobs
 
-# %% ../nbs/api/12_serving.ipynb #7a90fb8d
-def _log_rows(self: Service, jobs, cols, sm: ServedModel, role: str, preds, proba, t: float) -> None:
-    "Queue one log row per prediction (datetimes as ISO text)."
+# %% ../nbs/api/12_serving.ipynb #f1727447
+def log_rows(log: PredictionLog, # the prediction log
+             fields: dict[str, str], # the request schema (input field → type)
+             jobs: list[Job], # the requests answered, in the order of `preds`
+             cols: dict[str, list], # their input columns, concatenated
+             sm: ServedModel, # the model that scored them
+             role: str, # `champion`, `challenger` or `shadow`
+             preds: list, proba: list | None, # what the model said
+             t: float, # perf_counter when the answers were ready (latency = t - job.t0)
+            ) -> bool:
+    "Queue one log row per prediction (datetimes as ISO text); False when the log dropped them."
     n, now = len(preds), time.time()
-    rows = {f: ([v.isoformat() if isinstance(v, datetime) else v for v in cols[f]] if _kind(t_) == "datetime" else cols[f])
-            for f, t_ in self.fields.items()}
+    rows = {f: ([v.isoformat() if isinstance(v, datetime) else v for v in cols[f]] if _kind(k) == "datetime" else cols[f])
+            for f, k in fields.items()}
     rows |= {"request_id": [i for j in jobs for i in j.ids], "logged_at": [now] * n, "model_name": [sm.name] * n,
              "model_version": [sm.version] * n, "role": [role] * n,
              "latency_ms": [ms for j in jobs for ms in [round((t - j.t0) * 1000, 3)] * j.n],
              "prediction": preds if sm.classes is None else [str(p) for p in preds]}
     if proba is not None:
         for k, c in enumerate(sm.classes): rows[proba_column(c)] = [p[k] for p in proba]
-    if not self.log.write(rows, n): self.metrics.log_dropped(n)
+    return log.write(rows, n)
+
+def _log_rows(self: Service, jobs, cols, sm: ServedModel, role: str, preds, proba, t: float) -> None:
+    if not log_rows(self.log, self.fields, jobs, cols, sm, role, preds, proba, t): self.metrics.log_dropped(len(preds))
 Service._log_rows = _log_rows
 
 # %% ../nbs/api/12_serving.ipynb #34bf2462
@@ -700,6 +713,82 @@ def create_app(service: Service):
     _add_admin_routes(app, service)
     app.add_middleware(LimitsAndMetrics, service=service, max_bytes=service.s.max_body_bytes)
     return app
+
+# %% ../nbs/api/12_serving.ipynb #6e58d7a6
+def _file_columns(chunk: pd.DataFrame, fields: dict[str, str]) -> dict[str, list]:
+    "Columns of a file chunk as the service would receive them (null for NaN, ISO text for datetimes)."
+    out = {}
+    for f in fields:
+        if f not in chunk: out[f] = [None] * len(chunk); continue
+        s = chunk[f]
+        if pd.api.types.is_datetime64_any_dtype(s): vals = [None if pd.isna(v) else v.isoformat() for v in s]
+        else: vals = s.astype(object).where(s.notna(), None).tolist()
+        if _kind(fields[f]) == "number": vals = [v.item() if hasattr(v, "item") else v for v in vals]
+        out[f] = vals
+    return out
+
+def predict_frame(sm: ServedModel, # the loaded model
+                  df: pd.DataFrame, # rows with the input fields (others are kept in the output)
+                  log: PredictionLog | None = None, # log every row here
+                  chunk_rows: int = 50_000, # rows per model call
+                  progress=None, # callable(rows done) after each chunk
+                 ) -> pd.DataFrame:
+    "`df` with `request_id`, `prediction` (and `proba_<class>`) columns, scored in chunks and logged."
+    parts = []
+    for start in range(0, len(df), chunk_rows):
+        chunk = df.iloc[start:start + chunk_rows]
+        cols = _file_columns(chunk, sm.fields)
+        try: check_columns(cols, sm.fields)
+        except InputError as e: raise InputError(422, f"{e} (file rows counted from {start})") from None
+        t0 = time.perf_counter()
+        preds, proba = score(sm, to_frame(cols, sm.fields))
+        out = chunk.copy()
+        out["request_id"] = [uuid.uuid4().hex for _ in range(len(chunk))]
+        out["prediction"] = preds
+        for k, c in enumerate(sm.classes or []): out[proba_column(c)] = [p[k] for p in proba]
+        if log is not None:
+            job = Job(cols, len(chunk), out["request_id"].tolist(), CHAMPION, t0)
+            if not log_rows(log, sm.fields, [job], cols, sm, CHAMPION, preds, proba, time.perf_counter()):
+                raise RuntimeError(f"the prediction log refused {len(chunk)} rows (queue full); raise serving.log_queue_rows")
+        parts.append(out)
+        if progress: progress(len(chunk))
+    return pd.concat(parts, ignore_index=True) if parts else df.assign(request_id=[], prediction=[])
+
+# %% ../nbs/api/12_serving.ipynb #69c5b931
+def predict_file(cfg: PipelineConfig, # the pipeline config (registry, `serving:` log settings)
+                 input: str | Path, # CSV, TSV or Parquet file of input rows
+                 output: str | Path, # CSV or Parquet, by suffix
+                 model: str | None = None, # registered model (default as `serve`)
+                 log: bool = True, # log every row in the prediction log
+                 progress: bool = False, # show a progress bar on standard error
+                ) -> dict:
+    "Score `input` with the champion into `output`; return `{rows, model, version, output}`."
+    from mlflow.tracking import MlflowClient
+    from mlops_nb.data import load_snapshot
+    from mlops_nb.predlog import TABLE_SUFFIXES, write_table
+    if Path(output).suffix.lower() not in TABLE_SUFFIXES:
+        raise ValueError(f"--output {output}: cannot tell the format from the suffix; use .csv or .parquet")
+    df = load_snapshot(input)
+    client = MlflowClient(cfg.tracking)
+    name = resolve_model_name(cfg, client, model)
+    sm = load_served(name, CHAMPION, client)
+    if sm is None: raise ValueError(f"registered model '{name}' has no champion yet: run the pipeline or `mlops-nb promote`")
+    plog = None
+    if log:
+        key = os.environ.get(cfg.serving.hash_key_env)
+        plog = PredictionLog(log_url(cfg), sm.fields, sm.classes, cfg.serving.sensitive, key.encode() if key else None,
+                             max(cfg.serving.log_queue_rows, len(df)), 60.0, cfg.serving.log_flush_s)
+    try:
+        if progress:
+            from rich.progress import Progress
+            with Progress(transient=True) as bar:
+                task = bar.add_task(f"scoring {Path(input).name}", total=len(df))
+                out = predict_frame(sm, df, plog, cfg.serving.predict_chunk_rows, lambda n: bar.advance(task, n))
+        else: out = predict_frame(sm, df, plog, cfg.serving.predict_chunk_rows)
+    finally:
+        if plog is not None: plog.close()
+    write_table(out, output)
+    return {"rows": len(out), "model": name, "version": sm.version, "output": str(output), "logged": bool(log)}
 
 # %% ../nbs/api/12_serving.ipynb #eb95434a
 SERVE_ENV = "MLOPS_NB_SERVE"  # how `serve` hands its arguments to worker processes (`--workers` > 1)

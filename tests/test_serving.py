@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import CLI, ROOT
+from conftest import CLI, ROOT, mlops
 
 NAME = "credit-risk"
 
@@ -104,7 +104,8 @@ def records(X: pd.DataFrame) -> list[dict]:
 @pytest.fixture(scope="module")
 def server(demo_run, tmp_path_factory):
     ws = copy_workspace(demo_run[0], tmp_path_factory.mktemp("serve_ws"))
-    s = Server(ws, "serving.max_rows=100", "serving.max_body_bytes=200000")
+    s = Server(ws, "serving.max_rows=100", "serving.max_body_bytes=200000", "serving.sensitive={purpose: hash, channel: drop}",
+               env={"MLOPS_NB_LOG_KEY": "log-key"})
     yield s
     s.stop()
 
@@ -176,6 +177,8 @@ def test_log_has_one_column_per_field_and_feedback_joins(server, rows):
     got = df.set_index("request_id").loc[["fb1", "fb2", "fb3"]]
     assert (got.model_version == "1").all() and (got.role == "champion").all() and (got.latency_ms > 0).all()
     assert list(got.age) == list(rows.age.head(3)) and list(got.region) == list(rows.region.head(3))
+    assert "channel" not in df.columns and got.purpose.str.fullmatch("[0-9a-f]{32}").all()  # dropped; hashed (keyed)
+    assert not set(got.purpose) & set(rows.purpose)
     assert {"proba_0", "proba_1", "prediction", "logged_at"} <= set(df.columns)
     status, out = server.call("POST", "/feedback", {"feedback": [{"request_id": "fb1", "label": 1},
                                                                  {"request_id": "nobody", "label": 0}]})
@@ -316,3 +319,27 @@ def test_shadow_and_ab_split(demo_run, rows, tmp_path):
         row = _wait_log(ws, {"ab1"}).set_index("request_id").loc["ab1"]
         assert (row.model_version, row.role) == (v2, "challenger")
     finally: s.stop()
+
+
+def test_predict_and_predictions_commands(demo_run, rows, tmp_path):
+    ws = copy_workspace(demo_run[0], tmp_path / "ws")
+    src = tmp_path / "in.csv"
+    rows.assign(application_id=[f"A{i}" for i in range(len(rows))]).to_csv(src, index=False)
+    r = mlops("predict", "--workspace", ws, "--input", src, "--output", tmp_path / "out.parquet", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["rows"] == len(rows)
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert out.prediction.tolist() == pyfunc_predict(ws, rows) and out.application_id.tolist()[:2] == ["A0", "A1"]
+    r = mlops("predictions", "--workspace", ws, "--output", tmp_path / "log.csv", "--json")
+    assert r.returncode == 0, r.stderr
+    log = pd.read_csv(tmp_path / "log.csv")
+    assert set(out.request_id) <= set(log.request_id) and len(json.loads(r.stdout)) == len(log)
+    assert mlops("predictions", "--workspace", ws, "--since", "2999-01-01", "--json").stdout.strip() == "[]"
+    r = mlops("predict", "--workspace", ws, "--input", tmp_path / "missing.csv", "--output", tmp_path / "o.csv")
+    assert r.returncode == 2 and "not found" in r.stderr
+    r = mlops("predictions", "--workspace", ws, "--output", tmp_path / "log.xlsx")
+    assert r.returncode == 2 and "use .csv or .parquet" in r.stderr
+    bad = tmp_path / "bad.csv"
+    rows.assign(age="old").to_csv(bad, index=False)
+    r = mlops("predict", "--workspace", ws, "--input", bad, "--output", tmp_path / "o.csv")
+    assert r.returncode == 1 and "field 'age' expected a number" in r.stderr and "Traceback" not in r.stderr
