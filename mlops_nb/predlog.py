@@ -170,6 +170,16 @@ def _insert(self: PredictionLog, chunks: list) -> None:
         for names, rows in groups.items():
             if names: conn.exec_driver_sql(_insert_sql(self.engine, "predictions", names), rows)
 
+def _insert_each(self: PredictionLog, chunks: list) -> int:
+    "Insert chunk by chunk after a failed batch, so one bad chunk loses only its own rows; return rows lost."
+    lost = 0
+    for chunk in chunks:
+        try: self._insert([chunk])
+        except Exception as e:
+            lost += chunk[1]
+            logging.getLogger(__name__).error("prediction log: %d rows could not be written: %s", chunk[1], e)
+    return lost
+
 def _run(self: PredictionLog) -> None:
     "The writer thread: every `flush_s` (or at once on close/flush) insert what is queued."
     while True:
@@ -178,16 +188,17 @@ def _run(self: PredictionLog) -> None:
             chunks, self._chunks = self._chunks, []
             closed, self._flush_now = self._closed, False
         n = sum(k for _, k in chunks)
+        lost = 0
         if chunks:
-            try: self._insert(chunks); ok = True
-            except Exception: logging.getLogger(__name__).exception("prediction log: %d rows could not be written", n); ok = False
+            try: self._insert(chunks)
+            except Exception: lost = self._insert_each(chunks)
         with self._cond:
             self.pending -= n
-            if chunks: self.written += n if ok else 0; self.failed += 0 if ok else n
+            self.written += n - lost; self.failed += lost
             self._done += 1
             self._cond.notify_all()
         if closed and not self._chunks: return
-PredictionLog._insert, PredictionLog._run = _insert, _run
+PredictionLog._insert, PredictionLog._insert_each, PredictionLog._run = _insert, _insert_each, _run
 
 # %% ../nbs/api/13_predlog.ipynb #56f49545
 def _flush(self: PredictionLog, timeout: float = 30) -> bool:

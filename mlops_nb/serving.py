@@ -109,6 +109,10 @@ _OK_TYPES = {"number": {int, float, type(None)}, "string": {str, type(None)}, "d
 def _bad(v, kind: str) -> bool:
     return kind in _OK_TYPES and type(v) not in _OK_TYPES[kind]
 
+def _datetimes(vals: list, errors: str = "raise") -> pd.Series:
+    "ISO texts as naive UTC datetimes (offsets converted, text without one taken as UTC)."
+    return pd.to_datetime(pd.Series(vals, dtype=object), errors=errors, format="ISO8601", utc=True).dt.tz_localize(None)
+
 def check_columns(cols: dict[str, list], fields: dict[str, str]) -> None:
     "Raise `InputError(422)` naming the first field whose values do not match its signature type."
     for f, vals in cols.items():
@@ -116,7 +120,7 @@ def check_columns(cols: dict[str, list], fields: dict[str, str]) -> None:
         ok = _OK_TYPES.get(kind)
         bad = [i for i, v in enumerate(vals) if _bad(v, kind)] if ok and not set(map(type, vals)) <= ok else []
         if kind == "datetime" and not bad:
-            parsed = pd.to_datetime(pd.Series(vals, dtype=object), errors="coerce", format="ISO8601")
+            parsed = _datetimes(vals, errors="coerce")
             bad = [i for i, (v, p) in enumerate(zip(vals, parsed)) if v is not None and p is pd.NaT]
         if bad:
             raise InputError(422, f"field '{f}' expected {_WANT[kind]} (or null), found {vals[bad[0]]!r} in "
@@ -180,7 +184,7 @@ def to_frame(cols: dict[str, list], fields: dict[str, str]) -> pd.DataFrame:
         v = cols.get(f) or [None] * _n_rows(cols)
         k = _kind(t)
         if k == "number": out[f] = np.array(v, dtype=np.float64)
-        elif k == "datetime": out[f] = pd.to_datetime(pd.Series(v, dtype=object), format="ISO8601")
+        elif k == "datetime": out[f] = _datetimes(v)
         else: out[f] = pd.Series(v, dtype=object)
     return pd.DataFrame(out)
 
@@ -488,7 +492,10 @@ class LimitsAndMetrics:
             if msg["type"] == "http.response.start": status[0] = msg["status"]
             await send(msg)
         body = await self._body(scope, receive) if scope["method"] in ("POST", "PUT", "PATCH") else None
-        if body is _TooLarge:
+        if body is not None and body is not _TooLarge and _lone_surrogate(body):
+            await _send_json(send_, 400, _error_body(400, "the body escapes a lone UTF-16 surrogate (\\udXXX), which is "
+                                                          "not text; send UTF-8 or paired escapes"))
+        elif body is _TooLarge:
             await _send_json(send_, 413, {"error_code": "REQUEST_TOO_LARGE", "message":
                 f"request body over serving.max_body_bytes={self.max_bytes}; split it, or score files with `mlops-nb predict`"})
         elif body is None: await self.app(scope, receive, send_)
@@ -518,6 +525,14 @@ class LimitsAndMetrics:
             if size > self.max_bytes: return _TooLarge
             if not msg.get("more_body"): break
         return b"".join(parts)
+
+def _lone_surrogate(body: bytes) -> bool:
+    "True when a JSON body escapes an unpaired surrogate (valid JSON, but no string a database can store)."
+    if b"\\ud" not in body and b"\\uD" not in body: return False
+    try: json.dumps(json.loads(body), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError: return True
+    except (ValueError, UnicodeDecodeError): return False  # not JSON at all: the endpoint says so
+    return False
 
 async def _send_json(send, status: int, obj) -> None:
     body = json.dumps(obj, allow_nan=False).encode()
@@ -575,6 +590,15 @@ def _prediction_rows(sm: ServedModel, ids, preds, proba) -> list[dict]:
     return [{"request_id": i, "prediction": p, "probabilities": dict(zip(map(str, sm.classes), pr))}
             for i, p, pr in zip(ids, preds, proba)]
 
+_REF = {"$ref": "#/components/schemas/Record"}
+_INVOCATIONS_SCHEMA = {  # MLflow's four input shapes, rows typed by the `/predict` record
+    "type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
+    "properties": {"dataframe_records": {"type": "array", "items": _REF}, "instances": {"type": "array", "items": _REF},
+                   "dataframe_split": {"type": "object", "required": ["columns", "data"],
+                                       "properties": {"columns": {"type": "array", "items": {"type": "string"}},
+                                                      "data": {"type": "array", "items": {"type": "array"}}}},
+                   "inputs": {"type": "object", "additionalProperties": {"type": "array"}}}}
+
 def _add_prediction_routes(app, service: Service) -> None:
     "`/invocations` (MLflow's protocol) and `/predict` (typed from the signature)."
     from fastapi import Request
@@ -582,7 +606,7 @@ def _add_prediction_routes(app, service: Service) -> None:
     Record = request_model(service.fields)
 
     @app.post("/invocations", tags=["predict"], summary="MLflow scoring protocol (as `mlflow models serve`)",
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}})
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _INVOCATIONS_SCHEMA}}}})
     async def invocations(request: Request):  # documents the endpoint; `LimitsAndMetrics` answers it first
         return _json(*reversed(await answer_invocations(service, await request.body(), request.headers.get("x-api-key"))))
 
