@@ -7,7 +7,8 @@ family, made here unless --workspace is given) and are driven alternately, scena
 single rows at concurrency 1, 8 and 32, then 100- and 1000-row batches. Each line reports requests/s, rows/s, p50,
 p99 and errors; the prediction log of `mlops-nb serve` is on (its default). Also measured per server: cold start
 (process start to the first answered request) and idle memory (RSS of the server's process tree after the load,
-idle). Ratios are computed inside the same run. Writes bench/serving.md.
+idle), and the champion's latency at concurrency 32 with shadow scoring on. Ratios are computed inside the same run.
+Writes bench/serving.md.
 
     .venv/bin/python bench/serving.py                          # about 3 minutes
     .venv/bin/python bench/serving.py --seconds 10 --workspace .mlops --out bench/serving.md
@@ -116,21 +117,22 @@ def rss_mb(pid: int) -> float:
     return sum(q.memory_info().rss for q in [p, *p.children(recursive=True)]) / 2**20
 
 
-def start(kind: str, ws: Path, body: bytes, extra_env: dict) -> tuple[subprocess.Popen, int, float]:
+def start(kind: str, ws: Path, body: bytes, extra_env: dict, *params: str) -> tuple[subprocess.Popen, int, float]:
     "Start a server; return it, its port and the cold start (spawn to first answered request), seconds."
     port = free_port()
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", **extra_env}
     env.pop("MLOPS_NB_TRACKING_URI", None)
     if kind == "mlops-nb":
-        cmd = [str(BIN / "mlops-nb"), "serve", "--workspace", str(ws), "--port", str(port)]
+        cmd = [str(BIN / "mlops-nb"), "serve", "--workspace", str(ws), "--port", str(port), *params]
     else:
         env["MLFLOW_TRACKING_URI"] = f"sqlite:///{ws / 'mlflow.db'}"
         cmd = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/credit-risk@champion", "--env-manager", "local",
                "-h", "127.0.0.1", "-p", str(port)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=ws, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    log = open(ws / f"{kind}-{port}.log", "wb")  # a file, not a pipe: a full pipe would stall a server that logs each request
+    proc = subprocess.Popen(cmd, env=env, cwd=ws, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     while True:
-        if proc.poll() is not None: raise RuntimeError(f"{kind} exited: {proc.stderr.read().decode()[-2000:]}")
+        if proc.poll() is not None: raise RuntimeError(f"{kind} exited: {(ws / log.name).read_text()[-2000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
                 s.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
@@ -165,8 +167,20 @@ def bench(ws: Path, reqs: dict, seconds: float) -> dict:
                       f"errors {r['errors']}", file=sys.stderr, flush=True)
         time.sleep(2)
         for kind, (proc, _) in procs.items(): out[kind]["idle_mb_after_load"] = rss_mb(proc.pid)
+        out["shadow"] = shadow_cost(ws, reqs, seconds, procs["mlops-nb"][1])
     finally:
         for proc, _ in procs.values(): stop(proc)
+    return out
+
+
+def shadow_cost(ws: Path, reqs: dict, seconds: float, plain_port: int) -> dict:
+    "Champion latency at concurrency 32 with shadow scoring on (the challenger alias) vs off, measured back to back."
+    proc, port, _ = start("mlops-nb", ws, reqs[1][0], {}, "-p", "serving.shadow=true")
+    try:
+        time.sleep(2)
+        out = {"off": drive(plain_port, reqs[1], 32, seconds), "on": drive(port, reqs[1], 32, seconds)}
+    finally: stop(proc)
+    print(f"shadow off/on at concurrency 32: p99 {out['off']['p99_ms']:.1f} / {out['on']['p99_ms']:.1f} ms", file=sys.stderr)
     return out
 
 
@@ -183,6 +197,10 @@ def table(res: dict) -> str:
               f"| cold start (spawn to first answer) | {a['cold_start_s']:.1f} s | {b['cold_start_s']:.1f} s |",
               f"| idle memory (RSS, process tree), after start | {a['idle_mb']:.0f} MB | {b['idle_mb']:.0f} MB |",
               f"| idle memory after the load | {a['idle_mb_after_load']:.0f} MB | {b['idle_mb_after_load']:.0f} MB |"]
+    sh = res["shadow"]
+    lines += ["", "| `mlops-nb serve`, 1 row, concurrency 32 | requests/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| shadow {k} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |" for k, r in
+              (("off", sh["off"]), ("on (challenger scores every batch, logged)", sh["on"]))]
     return "\n".join(lines)
 
 

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['SHADOW', 'SERVE_ENV', 'ServedModel', 'load_served', 'resolve_model_name', 'InputError', 'check_columns',
-           'parse_invocations', 'to_frame', 'score', 'ab_role', 'Job', 'Batcher', 'Service', 'log_rows', 'Metrics',
-           'request_model', 'LimitsAndMetrics', 'answer_invocations', 'create_app', 'predict_frame', 'predict_file',
-           'build_service', 'app_from_env', 'serve']
+           'parse_invocations', 'to_frame', 'score', 'ab_role', 'Job', 'Batcher', 'Service', 'log_rows', 'new_ids',
+           'Metrics', 'request_model', 'LimitsAndMetrics', 'answer_invocations', 'create_app', 'predict_frame',
+           'predict_file', 'build_service', 'app_from_env', 'serve']
 
 # %% ../nbs/api/12_serving.ipynb #c12cf9f2
 import asyncio
@@ -406,13 +406,18 @@ def _close(self: Service) -> None:
     if self.log is not None: self.log.close()
 Service._poll, Service.start, Service.close = _poll, _start, _close
 
-# %% ../nbs/api/12_serving.ipynb #f5e9e379
+# %% ../nbs/api/12_serving.ipynb #a13f5b93
+def new_ids(n: int) -> list[str]:
+    "`n` unique request ids: one random 96-bit prefix per request and the row's number (32 hex digits, like a UUID)."
+    base = uuid.uuid4().hex[:24]
+    return [f"{base}{i:08x}" for i in range(n)]
+
 async def _predict_async(self: Service, cols: dict[str, list], ids: list[str] | None = None, role: str = CHAMPION):
     "Score `cols` through the batcher from the event loop: `(ServedModel, ids, predictions, probabilities)`."
     n = _n_rows(cols)
     if n > self.s.max_rows: raise InputError(413, f"{n} rows in one request; the limit is serving.max_rows={self.s.max_rows} "
                                                   "(score large files with `mlops-nb predict`)")
-    ids = ids or [uuid.uuid4().hex for _ in range(n)]
+    ids = ids or new_ids(n)
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
     def done(res): loop.call_soon_threadsafe(_settle, fut, res)
@@ -767,7 +772,7 @@ def predict_frame(sm: ServedModel, # the loaded model
         t0 = time.perf_counter()
         preds, proba = score(sm, to_frame(cols, sm.fields))
         out = chunk.copy()
-        out["request_id"] = [uuid.uuid4().hex for _ in range(len(chunk))]
+        out["request_id"] = new_ids(len(chunk))
         out["prediction"] = preds
         for k, c in enumerate(sm.classes or []): out[proba_column(c)] = [p[k] for p in proba]
         if log is not None:
