@@ -14,7 +14,6 @@ import hmac
 import itertools
 import json
 import logging
-import math
 import os
 import queue
 import random
