@@ -45,17 +45,23 @@ class Server:
             time.sleep(0.2)
         raise RuntimeError("serve did not become ready in 120 s")
 
-    def call(self, method: str, path: str, body=None, headers: dict | None = None, raw: bytes | None = None):
+    def call(self, method: str, path: str, body=None, headers: dict | None = None, raw: bytes | None = None,
+             _retry: bool = True):
         "(status, decoded JSON or text) of one request."
         conn = getattr(self.local, "conn", None)
+        reused = conn is not None
         if conn is None: conn = self.local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         try:
             conn.request(method, path, data, {"Content-Type": "application/json", **self.headers, **(headers or {})})
             r = conn.getresponse()
             text = r.read().decode()
-        except (OSError, http.client.HTTPException):
+        except (OSError, http.client.HTTPException) as e:
             self.local.conn = None
+            conn.close()
+            # the server closes keep-alive connections idle for 5 s: resend once on a fresh one, as HTTP clients do
+            if reused and _retry and isinstance(e, (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected)):
+                return self.call(method, path, body, headers, raw, _retry=False)
             raise
         try: return r.status, json.loads(text)
         except ValueError: return r.status, text
