@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup run test test-nbs test-py sync-check export docs readme bench clean-workspace
+.PHONY: setup run test test-nbs test-py sync-check export docs readme bench bench-serving clean-workspace
 
 setup: $(STAMP)
 
@@ -46,6 +46,10 @@ readme: setup
 
 bench: setup
 	$(BIN)/python bench/run_tuning.py
+
+bench-serving: setup  # mlops-nb serve vs mlflow models serve, and reading the prediction log -> bench/serving.md
+	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/predlog_read.py
 
 clean-workspace:
 	rm -rf .mlops

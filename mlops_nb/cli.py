@@ -16,7 +16,7 @@ import typer
 from .config import ConfigError, PipelineConfig, load_config
 
 # %% auto #0
-__all__ = ['app', 'run', 'init', 'validate', 'promote', 'rollback', 'models']
+__all__ = ['app', 'run', 'init', 'validate', 'promote', 'rollback', 'models', 'serve', 'predict', 'predictions']
 
 # %% ../nbs/api/11_cli.ipynb #7b513604
 app = typer.Typer(help="Notebook-first MLOps: run the pipeline, validate data, manage the model registry.",
@@ -185,3 +185,62 @@ def models(config: Optional[Path] = typer.Option(None, "--config", "-c"),
     if as_json: _print_json({"name": cfg.model_name, "versions": df.to_dict(orient="records"),
                              "history": history(cfg.model_name, client)})
     else: typer.echo(df.to_string(index=False) if len(df) else f"no versions of '{cfg.model_name}' yet", err=True)
+
+# %% ../nbs/api/11_cli.ipynb #572e9a1e
+@app.command()
+def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline.yaml (default ./pipeline.yaml)"),
+          workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="workspace folder (default .mlops)"),
+          model: Optional[str] = typer.Option(None, "--model", help="registered model (default: the config's, or the only one)"),
+          host: Optional[str] = typer.Option(None, "--host", help="interface (default serving.host, 127.0.0.1)"),
+          port: Optional[int] = typer.Option(None, "--port", help="port (default serving.port, 8000)"),
+          workers: Optional[int] = typer.Option(None, "--workers", help="worker processes (default serving.workers, 1)"),
+          param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value (repeatable)")):
+    "Serve the champion over HTTP (`/invocations`, `/predict`, `/feedback`, `/metrics`) until SIGTERM."
+    from mlops_nb.serving import serve as _serve
+    extra = [f"serving.{k}={v}" for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None]
+    if workspace is not None: extra.append(f"workspace={Path(workspace).resolve()}")
+    if config is None and Path("pipeline.yaml").is_file(): config = Path("pipeline.yaml")
+    cfg = _config(config, [*param, *extra])
+    try: _serve(cfg, model, str(config.resolve()) if config else None, [*param, *extra])
+    except ValueError as e: _fail(str(e), 1)
+
+# %% ../nbs/api/11_cli.ipynb #c0a99956
+@app.command()
+def predict(input: Path = typer.Option(..., "--input", "-i", help="rows to score: CSV, TSV or Parquet"),
+            output: Path = typer.Option(..., "--output", "-o", help="where to write them with predictions: .csv or .parquet"),
+            config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline.yaml (default ./pipeline.yaml)"),
+            workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="workspace folder (default .mlops)"),
+            model: Optional[str] = typer.Option(None, "--model", help="registered model (default: the config's, or the only one)"),
+            no_log: bool = typer.Option(False, "--no-log", help="do not write the rows to the prediction log"),
+            param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value (repeatable)"),
+            as_json: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout")):
+    "Score a file with the champion (chunked, with a progress bar) and log the rows as the service does."
+    from mlops_nb.data import DataSourceError
+    from mlops_nb.serving import InputError, predict_file
+    cfg = _config(config, param, workspace=workspace)
+    if not input.is_file(): _fail(f"--input {input} not found")
+    try: res = predict_file(cfg, input, output, model, log=not no_log, progress=not as_json and sys.stderr.isatty())
+    except (DataSourceError, InputError) as e: _fail(f"{input}: {e}", 1)
+    except ValueError as e: _fail(str(e), 2 if "suffix" in str(e) else 1)
+    if as_json: _print_json(res)
+    else: typer.echo(f"{res['rows']} rows scored by {res['model']} v{res['version']} -> {res['output']}", err=True)
+
+# %% ../nbs/api/11_cli.ipynb #51d56f68
+@app.command()
+def predictions(config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline.yaml (default ./pipeline.yaml)"),
+                workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="workspace folder (default .mlops)"),
+                since: Optional[str] = typer.Option(None, "--since", help="only rows logged at or after this ISO time"),
+                output: Optional[Path] = typer.Option(None, "--output", "-o", help="write the rows here: .csv or .parquet"),
+                param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value (repeatable)"),
+                as_json: bool = typer.Option(False, "--json", help="print the rows as JSON records on stdout")):
+    "Export the prediction log with feedback joined: one row per prediction, a `request_id` column."
+    from mlops_nb.predlog import TABLE_SUFFIXES, log_url, read_log, write_table
+    cfg = _config(config, param, workspace=workspace)
+    if output is not None and output.suffix.lower() not in TABLE_SUFFIXES:
+        _fail(f"--output {output}: cannot tell the format from the suffix; use .csv or .parquet")
+    try: df = read_log(log_url(cfg), since)
+    except ValueError as e: _fail(f"--since: {e}")
+    if output is not None: write_table(df, output)
+    if as_json: sys.stdout.write(df.to_json(orient="records", date_format="iso") + "\n")
+    else: typer.echo(f"{len(df)} predictions" + (f" -> {output}" if output else "") +
+                     (f"; {df.label.notna().sum()} with feedback" if len(df) else ""), err=True)

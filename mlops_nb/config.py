@@ -15,10 +15,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['Scenario', 'Family', 'Task', 'STAGES', 'NAME_PATTERN', 'DemoConfig', 'DataConfig', 'SplitConfig', 'ValidationConfig',
-           'AnalysisConfig', 'FeaturesConfig', 'TuningConfig', 'TrainingConfig', 'Bound', 'ChampionGate', 'GatesConfig',
-           'RegistryConfig', 'PipelineConfig', 'ConfigError', 'validate_config', 'apply_overrides', 'data_overrides',
-           'name_from_path', 'load_config', 'dump_config', 'config_reference']
+__all__ = ['Scenario', 'Family', 'Sensitive', 'Task', 'STAGES', 'NAME_PATTERN', 'DemoConfig', 'DataConfig', 'SplitConfig',
+           'ValidationConfig', 'AnalysisConfig', 'FeaturesConfig', 'TuningConfig', 'TrainingConfig', 'Bound',
+           'ChampionGate', 'GatesConfig', 'RegistryConfig', 'ServingConfig', 'PipelineConfig', 'ConfigError',
+           'validate_config', 'apply_overrides', 'data_overrides', 'name_from_path', 'load_config', 'dump_config',
+           'config_reference']
 
 # %% ../nbs/api/00_config.ipynb #bf4efb1d
 def _one_item_lists(model: type[BaseModel], data):
@@ -177,6 +178,44 @@ class RegistryConfig(_Section):
     "MLflow model registry."
     model_name: str | None = Field(None, description="registered model name; default the project `name`")
 
+# %% ../nbs/api/00_config.ipynb #d01f95af
+Sensitive = Literal["hash", "drop"]
+
+class ServingConfig(_Section):
+    "The prediction service (`mlops-nb serve`), its limits, routing and prediction log."
+    host: str = Field("127.0.0.1", description="interface to bind; the loopback unless told otherwise")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes (each loads the models and logs on its own)")
+    max_body_bytes: int = Field(4_000_000, ge=1024, description="larger request bodies get 413; score big files with `mlops-nb predict`")
+    max_rows: int = Field(5000, ge=1, description="more rows in one request get 413")
+    max_batch_rows: int = Field(1024, ge=1, description="micro-batching: at most this many rows of concurrent requests per model call")
+    batch_wait_ms: float = Field(0.0, ge=0, le=100,
+        description="micro-batching: how long a model call waits for more requests; 0 batches only what is already queued")
+    threads: int = Field(1, ge=1, description="OpenMP/BLAS threads of a model call (1 leaves a core to the HTTP side on 2 cores)")
+    reload_interval_s: float = Field(10.0, ge=0, description="how often the `champion` alias is checked for a move; 0 turns polling off")
+    shadow: bool = Field(False, description="score every request with the `challenger` too, off the response path, and log it")
+    ab_share: float = Field(0.0, ge=0, le=1, description="share of rows answered by the `challenger` (A/B test)")
+    ab_key: str | None = Field(None, description="input field that keeps a caller on one side of the A/B split (sticky)")
+    log: bool = Field(True, description="write every prediction to the prediction log")
+    log_url: str | None = Field(None,
+        description="SQLAlchemy URL of the prediction log; default SQLite `<workspace>/predictions.db`")
+    log_queue_rows: int = Field(100_000, ge=1, description="bound of the log's write queue; rows beyond it are dropped and counted")
+    log_block_ms: float = Field(50.0, ge=0, description="back-pressure: how long a full log queue holds a model call before dropping")
+    log_flush_s: float = Field(1.0, gt=0, le=60, description="the log is written at least this often: a crash loses at most this much")
+    sensitive: dict[str, Sensitive] = Field({}, description="input field → `hash` (keyed HMAC, see `hash_key_env`) or `drop` before logging")
+    hash_key_env: str = Field("MLOPS_NB_LOG_KEY", description="environment variable holding the key of hashed fields")
+    admin_token_env: str = Field("MLOPS_NB_ADMIN_TOKEN",
+        description="environment variable holding the bearer token of `/admin/*`; unset: admin endpoints are off")
+    api_key_env: str = Field("MLOPS_NB_API_KEY",
+        description="environment variable holding the API key prediction endpoints require (`X-API-Key`); unset: open")
+    predict_chunk_rows: int = Field(50_000, ge=1, description="rows per model call of `mlops-nb predict`")
+
+    @model_validator(mode="after")
+    def _ab(self):
+        if self.ab_share and self.shadow:
+            raise ValueError("serving.shadow and serving.ab_share are exclusive: the challenger either shadows or answers")
+        return self
+
 # %% ../nbs/api/00_config.ipynb #60bb0b66
 Task = Literal["binary", "multiclass", "regression"]
 STAGES = ("gather", "validate", "analyze", "prepare", "tune", "train", "evaluate", "register")
@@ -212,6 +251,7 @@ class PipelineConfig(_Section):
     training: TrainingConfig = TrainingConfig()
     gates: GatesConfig = GatesConfig()
     registry: RegistryConfig = RegistryConfig()
+    serving: ServingConfig = Field(ServingConfig(), description="the prediction service and its log")
     base_dir: str = Field(".", exclude=True, description="folder relative paths are resolved against (set by the loader)")
 
     @field_validator("stages")
