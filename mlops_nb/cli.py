@@ -46,6 +46,10 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipe
         workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="workspace folder (default .mlops)"),
         param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value (repeatable)"),
         resume: Optional[str] = typer.Option(None, "--resume", help="re-run RUN_ID (or 'latest') from its failed stage"),
+        base_run: Optional[str] = typer.Option(None, "--run", help="with --stages: take the earlier stages from run ID (default: the latest)"),
+        force: Optional[str] = typer.Option(None, "--force", is_flag=False, flag_value="all",
+                                            help="execute even when cached: every selected stage, or the comma-separated ones given"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="print what would run and why (what changed); run nothing"),
         as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON on stdout")):
     "Run the pipeline's stage notebooks with papermill; each executed notebook is its stage's report."
     from mlops_nb.pipeline import exit_code, latest_resumable, run_pipeline
@@ -59,10 +63,15 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipe
             if latest is None: _fail(f"no failed or killed run to resume in {cfg.workspace_path / 'runs'}")
             run_id = latest.name
     try:
-        summary = run_pipeline(cfg, stages=stages.split(",") if stages else None, run_id=run_id, resume=bool(resume))
+        summary = run_pipeline(cfg, stages=stages.split(",") if stages else None, run_id=run_id, resume=bool(resume),
+                               base_run=base_run, force=True if force == "all" else force.split(",") if force else None,
+                               dry_run=dry_run)
     except (ValueError, FileNotFoundError) as e: _fail(str(e))
     except StoreError as e: _fail(str(e), 1)
     except KeyboardInterrupt: _fail("interrupted before the first stage started; nothing to resume", 130)
+    if dry_run:  # the plan went to standard error as it was made
+        if as_json: _print_json(summary)
+        raise typer.Exit(0)
     if as_json: _print_json(summary)
     else: _print_run(summary)
     raise typer.Exit(exit_code(summary))

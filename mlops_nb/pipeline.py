@@ -7,6 +7,7 @@ Docs: https://mlops-nb.github.io/mlops-nb/api/pipeline.html.md"""
 # %% ../nbs/api/10_pipeline.ipynb #ce39b441
 from __future__ import annotations
 import ast
+import hashlib
 import importlib.resources
 import json
 import os
@@ -29,11 +30,13 @@ from .data import write_json
 
 # %% auto #0
 __all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'UNLOGGED_SUFFIXES', 'STAGE_KERNEL_ENV', 'KERNEL_FILE_PREFIX', 'RUN_LOCK',
-           'PROJECT_HEADER', 'Stage', 'notebook_parameters', 'check_stage_notebook', 'check_dag', 'packaged_stages_dir',
-           'stages_dir', 'describe_stages', 'new_run_id', 'latest_run_dir', 'ensure_experiment', 'StageContext',
-           'open_stage', 'prepare_run', 'build_summary', 'IPCKernelManager', 'shutdown_stage_kernels',
-           'remove_stale_kernel_files', 'Interrupted', 'signals_interrupt', 'exit_code', 'run_alive', 'close_open_runs',
-           'reap_dead_runs', 'mark_latest', 'latest_resumable', 'run_stage', 'run_pipeline', 'init_project']
+           'VOLATILE_KEYS', 'SIDE_EFFECT_STAGES', 'WORKSPACE_KEYS', 'FIRST_READER', 'DONE', 'PROJECT_HEADER', 'Stage',
+           'notebook_parameters', 'check_stage_notebook', 'check_dag', 'packaged_stages_dir', 'stages_dir',
+           'describe_stages', 'new_run_id', 'latest_run_dir', 'ensure_experiment', 'StageContext', 'open_stage',
+           'prepare_run', 'build_summary', 'IPCKernelManager', 'shutdown_stage_kernels', 'remove_stale_kernel_files',
+           'Interrupted', 'signals_interrupt', 'exit_code', 'run_alive', 'close_open_runs', 'reap_dead_runs',
+           'mark_latest', 'latest_resumable', 'run_stage', 'file_digest', 'notebook_digest', 'config_part',
+           'source_digest', 'stage_key', 'key_of', 'earlier_stages', 'plan_stage', 'run_pipeline', 'init_project']
 
 # %% ../nbs/api/10_pipeline.ipynb #aa0a1c80
 @dataclass(frozen=True)
@@ -501,6 +504,128 @@ def _select(stages: list[str] | None, cfg: PipelineConfig) -> list[Stage]:
     if bad: raise ValueError(f"unknown stage(s) {bad}; stages: {list(STAGE)}")
     return [s for s in DAG if s.name in names]  # always in DAG order
 
+# %% ../nbs/api/10_pipeline.ipynb #36daa369
+VOLATILE_KEYS = ("created", "seconds")  # JSON fields saying when or how long, not what: left out of an input's digest
+SIDE_EFFECT_STAGES = ("register",)  # always executed: they act on the registry (registering is idempotent per model)
+WORKSPACE_KEYS = ("stages", "stages_dir", "workspace", "tracking_uri", "artifact_location")  # where, not what
+FIRST_READER = {"split": "validate", "tuning": "validate", "analysis": "analyze", "features": "prepare",
+                "training": "train", "gates": "evaluate", "registry": "evaluate"}  # config section → first stage reading it
+
+def _sha(data: bytes) -> str: return hashlib.sha256(data).hexdigest()
+
+def file_digest(path: str | Path) -> str:
+    "The content digest of a stage input: its bytes, or for a JSON record its fields less `VOLATILE_KEYS`."
+    p = Path(path)
+    if p.suffix == ".json":
+        try: d = json.loads(p.read_text(encoding="utf-8"))
+        except ValueError: d = None
+        if isinstance(d, dict):
+            return _sha(json.dumps({k: v for k, v in d.items() if k not in VOLATILE_KEYS}, sort_keys=True, default=str).encode())
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
+    return h.hexdigest()
+
+def notebook_digest(path: str | Path) -> str:
+    "The digest of a notebook's code (cell sources): outputs, metadata and prose do not change what it computes."
+    cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
+    code = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in cells if c["cell_type"] == "code"]
+    return _sha(json.dumps(code).encode())
+
+def config_part(cfg: PipelineConfig, stage: str) -> dict:
+    "The part of the resolved config `stage` can read: all but where things live and sections only later stages read."
+    order = list(STAGE)
+    d = cfg.model_dump(mode="json")
+    d = {k: v for k, v in d.items() if k not in WORKSPACE_KEYS and order.index(FIRST_READER.get(k, order[0])) <= order.index(stage)}
+    if "tuning" in d: d["tuning"].pop("storage", None)
+    if cfg.data.path: d["data"]["path"] = str(cfg.path(cfg.data.path))
+    return d
+
+def source_digest(cfg: PipelineConfig) -> str | None:
+    "The digest of gather's source: the file's content, the generator's settings (in the config); None for a database."
+    if cfg.data.source == "sql": return None  # a table can change behind the same URL: gather always reads it
+    if cfg.data.source == "demo": return "demo"
+    return file_digest(cfg.path(cfg.data.path))
+
+def stage_key(stage: Stage, # the stage
+              cfg: PipelineConfig, # the run's config
+              nb_dir: Path, # folder of the stage notebooks
+              run_dirs: dict[str, Path], # upstream stage → the run folder holding its products
+             ) -> dict | None:
+    "The parts of a stage's cache key (notebook, inputs, config part, seed, library version); None when it cannot be cached."
+    from mlops_nb import __version__
+    parts = {"notebook": notebook_digest(Path(nb_dir) / stage.notebook),
+             "config": _sha(json.dumps(config_part(cfg, stage.name), sort_keys=True).encode()),
+             "seed": cfg.seed, "version": __version__}
+    if stage.name == DAG[0].name:
+        parts["source"] = source_digest(cfg)
+        if parts["source"] is None: return None
+    for product in stage.inputs.values():
+        up, name = product.split("/", 1)
+        parts[product] = file_digest(Path(run_dirs[up]) / up / name)
+    return parts
+
+def key_of(parts: dict) -> str:
+    "The cache key: one digest of the parts."
+    return _sha(json.dumps(parts, sort_keys=True).encode())[:32]
+
+# %% ../nbs/api/10_pipeline.ipynb #0af4e1b8
+DONE = ("succeeded", "cached")  # a stage record whose products later stages (and later runs) can use
+
+def earlier_stages(workspace: Path, # the workspace whose runs to search
+                   exclude: str | None = None, # a run to leave out (the current one)
+                  ) -> list[tuple[Path, dict]]:
+    "Every usable stage record in the workspace's runs, newest run first: `(run folder, record)`."
+    out = []
+    for p in sorted((Path(workspace) / "runs").glob("*/summary.json"), reverse=True):
+        if p.parent.name == exclude: continue
+        try: s = json.loads(p.read_text())
+        except (OSError, ValueError): continue  # being written by a live run
+        out += [(p.parent, r) for r in s.get("stages", []) if r.get("status") in DONE]
+    return out
+
+def _evaluation_stale(run_dir: Path, cfg: PipelineConfig, client) -> str | None:
+    "Why the evaluation in `run_dir` is out of date (the champion it faced is no longer champion), or None."
+    from mlops_nb.registry import champion_version
+    ev = json.loads((Path(run_dir) / "evaluate" / "evaluation.json").read_text(encoding="utf-8"))
+    then, now = (ev.get("champion") or {}).get("version"), champion_version(cfg.model_name, client)
+    then = None if then is None else str(then)
+    if now == then: return None
+    if now is not None and client.get_model_version(cfg.model_name, now).tags.get("model_uri") == ev.get("model_uri"):
+        return None  # the evaluated model is the champion itself: comparing it with itself says nothing new
+    return f"the champion moved since its evaluation (v{then} -> v{now})"
+
+def plan_stage(stage: Stage, # the stage to plan
+               cfg: PipelineConfig, # the run's config
+               nb_dir: Path, # folder of the stage notebooks
+               run_dirs: dict[str, Path | None], # upstream stage → the run folder with its products (None: it will run)
+               earlier: list[tuple[Path, dict]], # `earlier_stages(...)`
+               client=None, # MlflowClient: checks that a reused evaluation faced the current champion
+               force: bool = False, # execute whatever the cache holds
+              ) -> dict:
+    "What the runner does with `stage`: `run` it or reuse it (`cached`) from an earlier run, and why."
+    if stage.name in SIDE_EFFECT_STAGES: return {"action": "run", "why": "acts on the model registry: always runs"}
+    pending = sorted({p.split("/")[0] for p in stage.inputs.values() if run_dirs.get(p.split("/")[0]) is None},
+                     key=list(STAGE).index)
+    if pending: return {"action": "run", "why": f"upstream {', '.join(pending)} runs"}
+    parts = stage_key(stage, cfg, nb_dir, run_dirs)
+    if parts is None: return {"action": "run", "why": f"reads a {cfg.data.source} source, which can change unseen: always runs"}
+    if force: return {"action": "run", "why": "forced (--force)", "key": key_of(parts), "parts": parts}
+    key, same = key_of(parts), [(d, r) for d, r in earlier if r["name"] == stage.name]
+    for d, r in same:
+        if r.get("cache_key") != key or not _products_intact(stage, d): continue
+        stale = _evaluation_stale(d, cfg, client) if stage.name == "evaluate" and client is not None else None
+        if stale: return {"action": "run", "why": stale, "key": key, "parts": parts}
+        origin = r.get("cached_from") or d.name
+        return {"action": "cached", "why": f"unchanged since run {origin}", "from_dir": d, "record": r, "key": key,
+                "parts": parts, "cached_from": origin}
+    last = next(((d, r) for d, r in same if r.get("cache_parts")), None)
+    changed = [k for k in parts if last and last[1]["cache_parts"].get(k) != parts[k]]
+    if last is None: why = "no earlier run of this stage"
+    elif changed: why = f"changed since run {last[1].get('cached_from') or last[0].name}: {', '.join(changed)}"
+    else: why = "the products of its earlier runs are gone"
+    return {"action": "run", "why": why, "key": key, "parts": parts}
+
 # %% ../nbs/api/10_pipeline.ipynb #c29a2da6
 def _products_intact(stage: Stage, run_dir: Path) -> bool:
     "Are the products of a stage that succeeded still there (and, for gather, its snapshot sound)?"
@@ -513,8 +638,8 @@ def _products_intact(stage: Stage, run_dir: Path) -> bool:
     return True
 
 def _kept_stages(previous: dict, chosen: list[Stage], run_dir: Path) -> dict[str, dict]:
-    "Stages of a resumed run to keep: those that succeeded, up to the first whose products are gone."
-    ok = {s["name"]: s for s in previous.get("stages", []) if s["status"] == "succeeded"}
+    "Stages of a resumed run to keep: those that succeeded (or were reused), up to the first whose products are gone."
+    ok = {s["name"]: s for s in previous.get("stages", []) if s["status"] in DONE}
     kept = {}
     for stage in chosen:
         if stage.name not in ok or not _products_intact(stage, run_dir): break
@@ -524,38 +649,115 @@ def _kept_stages(previous: dict, chosen: list[Stage], run_dir: Path) -> dict[str
 def _has_runs(cfg: PipelineConfig) -> bool:
     return any((cfg.workspace_path / "runs").glob("*/config.yaml"))
 
+def _upstream(cfg: PipelineConfig, chosen: list[Stage], base_run: str | None, run_id: str | None, resume: bool
+             ) -> tuple[Path | None, dict[str, dict]]:
+    "The run the stages before the chosen ones come from, and their records: `--run ID`, the resumed run, or the latest."
+    names = [s.name for s in DAG[:DAG.index(chosen[-1])] if s not in chosen]
+    if not names: return None, {}
+    runs = cfg.workspace_path / "runs"
+    base = runs / base_run if base_run else runs / run_id if resume else latest_run_dir(cfg.workspace_path)
+    if base is None or not (base / "summary.json").exists():
+        raise ValueError(f"stages {names} are not selected and {'run ' + base.name + ' has no summary' if base else 'no run succeeded yet in ' + str(runs)}; "
+                         f"run them too (--stages {','.join(names + [s.name for s in chosen])}), or name a run with --run ID")
+    ok = {r["name"]: r for r in json.loads((base / "summary.json").read_text()).get("stages", []) if r["status"] in DONE}
+    for n in names:
+        if n not in ok or not _products_intact(STAGE[n], base):
+            raise ValueError(f"stage '{n}' is not selected and run {base.name} has no products of it; add it "
+                             f"(--stages {n},{chosen[0].name}…) or take another run (--run ID)")
+    return base, {n: ok[n] for n in names}
+
+def _forced(force: bool | list[str] | None, chosen: list[Stage]) -> set[str]:
+    "The stages `--force` names (all chosen ones for `True`)."
+    if force is True: return {s.name for s in chosen}
+    bad = [n for n in force or [] if n not in STAGE]
+    if bad: raise ValueError(f"--force: unknown stage(s) {bad}; stages: {list(STAGE)}")
+    return set(force or [])
+
 def run_pipeline(cfg: PipelineConfig, # the validated configuration
                  stages: list[str] | None = None, # subset of stages (default `cfg.stages`), run in DAG order
                  run_id: str | None = None, # reuse/resume this run (default: a new run)
                  resume: bool = False, # skip stages that already succeeded in `run_id`
                  echo: Callable[[str], None] = _echo_stderr, # where progress lines go
                  nb_dir: Path | None = None, # folder of the stage notebooks (default `stages_dir(cfg)`)
+                 base_run: str | None = None, # the run unselected earlier stages come from (default: the latest)
+                 force: bool | list[str] | None = None, # execute these stages (True: all chosen) even when cached
+                 dry_run: bool = False, # only say what would run and why; create nothing
+                 cache: bool = True, # reuse unchanged stages of earlier runs
                 ) -> dict:
-    "Run the pipeline's stage notebooks with papermill; return (and write) the run's summary."
+    "Run the pipeline's stage notebooks with papermill, reusing unchanged stages; return (and write) the run's summary."
     from mlops_nb.registry import open_store
     if resume and not run_id: raise ValueError("resume needs the run id of the run to resume")
     chosen = _select(stages, cfg)
+    forced = _forced(force, chosen)
     notebooks = {"source": "given", "path": str(nb_dir)} if nb_dir else describe_stages(cfg)
     nb_dir = Path(notebooks["path"])
     for s in chosen: check_stage_notebook(s, nb_dir)  # a notebook at odds with the DAG fails before anything runs
-    run_id = run_id or new_run_id()
-    run_dir = cfg.workspace_path / "runs" / run_id
-    if resume and not (run_dir / "config.yaml").exists():
+    if base_run and not (cfg.workspace_path / "runs" / base_run / "summary.json").exists():
+        raise FileNotFoundError(f"--run {base_run}: no such run in {cfg.workspace_path / 'runs'}")
+    if resume and not (cfg.workspace_path / "runs" / run_id / "config.yaml").exists():
         raise FileNotFoundError(f"no run '{run_id}' to resume in {cfg.workspace_path / 'runs'}")
+    base, upstream = _upstream(cfg, chosen, base_run, run_id, resume)
+    if dry_run: return _dry_run(cfg, chosen, base, upstream, nb_dir, forced, cache, echo)
+    run_id = run_id or new_run_id()
     client = open_store(cfg.tracking, has_history=_has_runs(cfg))  # a damaged store stops here, creating nothing
     run_dir = prepare_run(cfg, run_id)
     try: lock = file_lock(run_dir / RUN_LOCK, timeout_s=0, what=f"run {run_id}")
     except TimeoutError: raise ValueError(f"run {run_id} is already running in another process") from None
     with lock, signals_interrupt():
-        return _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks)
+        return _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks,
+                    base, upstream, forced, cache)
 
-def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks) -> dict:
+# %% ../nbs/api/10_pipeline.ipynb #c2b86a89
+def _reuse(stage: Stage, src: Path, run_dir: Path) -> None:
+    "Copy a stage's products and result from an earlier run's folder into this run's (copies: a re-run never writes through)."
+    if Path(src).resolve() == Path(run_dir).resolve(): return
+    (run_dir / stage.name).mkdir(parents=True, exist_ok=True)
+    for name in (*stage.products, "result.json"):
+        if (src / stage.name / name).exists(): shutil.copy2(src / stage.name / name, run_dir / stage.name / name)
+
+def _cached_record(stage: Stage, plan: dict, client, exp_id: str, parent_id: str) -> dict:
+    "Record a reused stage: its products copied, an MLflow child run tagged with the run it came from."
+    r, origin = plan["record"], plan["cached_from"]
+    child = client.create_run(exp_id, run_name=stage.name, tags={
+        "mlflow.parentRunId": parent_id, "mlops_nb.stage": stage.name, "mlops_nb.cached_from": origin,
+        "mlops_nb.cached_mlflow_run": r.get("cached_mlflow_run") or r.get("mlflow_run_id", ""), "mlops_nb.why": plan["why"]})
+    client.set_terminated(child.info.run_id, "FINISHED")
+    return {"name": stage.name, "status": "cached", "cached_from": origin, "why": plan["why"],
+            "report": r.get("report"), "html": r.get("html"), "mlflow_run_id": child.info.run_id,
+            "cached_mlflow_run": r.get("cached_mlflow_run") or r.get("mlflow_run_id"),
+            "cache_key": plan.get("key") or r.get("cache_key"), "cache_parts": plan.get("parts") or r.get("cache_parts")}
+
+def _from_base(stage: Stage, base: Path, record: dict) -> dict:
+    "The plan of a stage taken as it is from the base run (not selected)."
+    origin = record.get("cached_from") or base.name
+    return {"action": "cached", "why": f"not selected: taken from run {base.name}", "from_dir": base, "record": record,
+            "cached_from": origin}
+
+def _dry_run(cfg, chosen, base, upstream, nb_dir, forced, cache, echo) -> dict:
+    "Say what a run would do, stage by stage, and why; create nothing."
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(cfg.tracking) if _has_runs(cfg) else None
+    earlier = earlier_stages(cfg.workspace_path) if cache else []
+    where, plans = {}, []
+    for stage in DAG[:DAG.index(chosen[-1]) + 1]:
+        if stage.name in upstream: p = _from_base(stage, base, upstream[stage.name])
+        else: p = plan_stage(stage, cfg, nb_dir, where, earlier, client, stage.name in forced)
+        where[stage.name] = p.get("from_dir")
+        plans.append({"name": stage.name, "action": p["action"], "why": p["why"],
+                      **({"cached_from": p["cached_from"]} if p["action"] == "cached" else {})})
+        echo(f"{stage.name:<9} {'would run' if p['action'] == 'run' else 'cached':<9} {p['why']}")
+    return {"dry_run": True, "status": "planned", "stages": plans}
+
+def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, base=None, upstream=None,
+         forced=frozenset(), cache=True) -> dict:
     import mlflow
     previous = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     done = _kept_stages(previous, chosen, run_dir) if resume else {}
+    upstream = upstream or {}
     mlflow.set_tracking_uri(cfg.tracking)
     exp_id = ensure_experiment(cfg, client)
     reap_dead_runs(cfg, client, exp_id, echo)
+    earlier = earlier_stages(cfg.workspace_path, exclude=run_id) if cache else []
     parent_id = previous.get("mlflow_run_id")
     if parent_id is None:
         parent_id = client.create_run(exp_id, run_name=run_id, tags={"mlops_nb.run_id": run_id}).info.run_id
@@ -568,22 +770,35 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks) 
         seconds=round(time.perf_counter() - t0, 2), stage_notebooks=notebooks, **kw))
     echo(f"stage notebooks: {notebooks['source']} ({nb_dir})")
     summarise("running")  # from here a crash leaves a summary a later run can find
+    todo = DAG[:DAG.index(chosen[-1]) + 1]
+    here = {s.name: run_dir for s in todo}  # every upstream product is in this run's folder by the time it is read
     try:
-        for i, stage in enumerate(chosen, 1):
+        for i, stage in enumerate(todo, 1):
+            n = f"[{i}/{len(todo)}] {stage.name:<9}"
             if stage.name in done:
-                records.append({**done[stage.name], "status": "succeeded", "resumed": True})
-                echo(f"[{i}/{len(chosen)}] {stage.name:<9} already succeeded, kept"); continue
-            echo(f"[{i}/{len(chosen)}] {stage.name:<9} running…")
-            _log_line(run_dir, f"start {stage.name}")
-            rec = run_stage(stage, cfg, run_dir, client, exp_id, parent_id, nb_dir)
+                records.append({**done[stage.name], "resumed": True})
+                echo(f"{n} already {done[stage.name]['status']}, kept"); continue
+            t1 = time.perf_counter()
+            plan = (_from_base(stage, base, upstream[stage.name]) if stage.name in upstream else
+                    plan_stage(stage, cfg, nb_dir, here, earlier, client, stage.name in forced))
+            if plan["action"] == "cached":
+                _reuse(stage, plan["from_dir"], run_dir)
+                rec = {**_cached_record(stage, plan, client, exp_id, parent_id), "seconds": round(time.perf_counter() - t1, 2)}
+                records.append(rec)
+                _log_line(run_dir, f"cached {stage.name} from run {rec['cached_from']} ({plan['why']})")
+                echo(f"{n} cached: {plan['why']}"); summarise("running"); continue
+            echo(f"{n} running… ({plan['why']})")
+            _log_line(run_dir, f"start {stage.name} ({plan['why']})")
+            rec = {**run_stage(stage, cfg, run_dir, client, exp_id, parent_id, nb_dir), "why": plan["why"],
+                   **({"cache_key": plan["key"], "cache_parts": plan["parts"]} if plan.get("key") else {})}
             records.append(rec)
             _log_line(run_dir, f"{rec['status']} {stage.name} {rec['seconds']}s {rec.get('error', '')}")
             if rec["status"] != "succeeded":
                 status, interrupted = "failed", rec.get("interrupted")
-                echo(f"[{i}/{len(chosen)}] {stage.name:<9} FAILED after {rec['seconds']:.1f} s\n    {rec['error']}\n"
+                echo(f"{n} FAILED after {rec['seconds']:.1f} s\n    {rec['error']}\n"
                      f"    executed notebook: {rec['report']}\n    resume with: mlops-nb run --resume {run_id}")
                 break
-            echo(f"[{i}/{len(chosen)}] {stage.name:<9} ok ({rec['seconds']:.1f} s)")
+            echo(f"{n} ok ({rec['seconds']:.1f} s)")
             result = _read_result(run_dir, stage.name)
             for note in result.get("inferred", []): echo(f"    inferred {note}")
             for note in result.get("notes", []): echo(f"    note: {note}")
