@@ -47,8 +47,8 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipe
         param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value (repeatable)"),
         resume: Optional[str] = typer.Option(None, "--resume", help="re-run RUN_ID (or 'latest') from its failed stage"),
         base_run: Optional[str] = typer.Option(None, "--run", help="with --stages: take the earlier stages from run ID (default: the latest)"),
-        force: Optional[str] = typer.Option(None, "--force", is_flag=False, flag_value="all",
-                                            help="execute even when cached: every selected stage, or the comma-separated ones given"),
+        force: bool = typer.Option(False, "--force", help="execute every selected stage, even those an earlier run could supply"),
+        force_stages: Optional[str] = typer.Option(None, "--force-stages", help="execute these (comma-separated), reuse the rest"),
         dry_run: bool = typer.Option(False, "--dry-run", help="print what would run and why (what changed); run nothing"),
         as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON on stdout")):
     "Run the pipeline's stage notebooks with papermill; each executed notebook is its stage's report."
@@ -64,7 +64,7 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipe
             run_id = latest.name
     try:
         summary = run_pipeline(cfg, stages=stages.split(",") if stages else None, run_id=run_id, resume=bool(resume),
-                               base_run=base_run, force=True if force == "all" else force.split(",") if force else None,
+                               base_run=base_run, force=True if force else force_stages.split(",") if force_stages else None,
                                dry_run=dry_run)
     except (ValueError, FileNotFoundError) as e: _fail(str(e))
     except StoreError as e: _fail(str(e), 1)

@@ -649,22 +649,27 @@ def _kept_stages(previous: dict, chosen: list[Stage], run_dir: Path) -> dict[str
 def _has_runs(cfg: PipelineConfig) -> bool:
     return any((cfg.workspace_path / "runs").glob("*/config.yaml"))
 
+def _usable(run_dir: Path, names: list[str]) -> dict[str, dict] | None:
+    "The records of stages `names` in a run, when each is done with its products intact; else None."
+    p = Path(run_dir) / "summary.json"
+    ok = {r["name"]: r for r in (json.loads(p.read_text()).get("stages", []) if p.exists() else []) if r["status"] in DONE}
+    return {n: ok[n] for n in names} if all(n in ok and _products_intact(STAGE[n], run_dir) for n in names) else None
+
 def _upstream(cfg: PipelineConfig, chosen: list[Stage], base_run: str | None, run_id: str | None, resume: bool
              ) -> tuple[Path | None, dict[str, dict]]:
-    "The run the stages before the chosen ones come from, and their records: `--run ID`, the resumed run, or the latest."
+    "The run the stages before the chosen ones come from, and their records: `--run ID`, the resumed run, or the newest that has them."
     names = [s.name for s in DAG[:DAG.index(chosen[-1])] if s not in chosen]
     if not names: return None, {}
-    runs = cfg.workspace_path / "runs"
-    base = runs / base_run if base_run else runs / run_id if resume else latest_run_dir(cfg.workspace_path)
-    if base is None or not (base / "summary.json").exists():
-        raise ValueError(f"stages {names} are not selected and {'run ' + base.name + ' has no summary' if base else 'no run succeeded yet in ' + str(runs)}; "
-                         f"run them too (--stages {','.join(names + [s.name for s in chosen])}), or name a run with --run ID")
-    ok = {r["name"]: r for r in json.loads((base / "summary.json").read_text()).get("stages", []) if r["status"] in DONE}
-    for n in names:
-        if n not in ok or not _products_intact(STAGE[n], base):
-            raise ValueError(f"stage '{n}' is not selected and run {base.name} has no products of it; add it "
-                             f"(--stages {n},{chosen[0].name}…) or take another run (--run ID)")
-    return base, {n: ok[n] for n in names}
+    runs, need = cfg.workspace_path / "runs", f"--stages {','.join(names + [s.name for s in chosen])}"
+    if base_run or resume:
+        base = runs / (base_run or run_id)
+        found = _usable(base, names)
+        if found is None: raise ValueError(f"stages {names} are not selected and run {base.name} lacks the products of "
+                                           f"some; run them too ({need}) or take another run (--run ID)")
+        return base, found
+    for p in sorted(runs.glob("*/summary.json"), reverse=True):  # newest first: the latest run that has them
+        if json.loads(p.read_text()).get("status") == "succeeded" and (found := _usable(p.parent, names)): return p.parent, found
+    raise ValueError(f"stages {names} are not selected and no run that succeeded in {runs} has them; run them too ({need})")
 
 def _forced(force: bool | list[str] | None, chosen: list[Stage]) -> set[str]:
     "The stages `--force` names (all chosen ones for `True`)."
