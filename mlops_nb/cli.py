@@ -91,6 +91,7 @@ def _print_run(s: dict) -> None:
         why = f"failed: {', '.join(failed)}" if failed else m.get("reason") or "no reason recorded"
         verdict = "promoted to champion" if m.get("promoted") else f"not promoted ({why})"
         say(f"model {m['name']} v{m['version']}: {verdict}")
+    if s.get("timing"): say("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timing"].items()))
     say(f"tracking: {s['tracking_uri']}")
 
 # %% ../nbs/api/11_cli.ipynb #6c4fffff

@@ -35,8 +35,9 @@ __all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'UNLOGGED_SUFFIXES', 'STAGE_KERN
            'describe_stages', 'new_run_id', 'latest_run_dir', 'ensure_experiment', 'StageContext', 'open_stage',
            'prepare_run', 'build_summary', 'IPCKernelManager', 'shutdown_stage_kernels', 'remove_stale_kernel_files',
            'Interrupted', 'signals_interrupt', 'exit_code', 'run_alive', 'close_open_runs', 'reap_dead_runs',
-           'mark_latest', 'latest_resumable', 'run_stage', 'file_digest', 'notebook_digest', 'config_part',
-           'source_digest', 'stage_key', 'key_of', 'earlier_stages', 'plan_stage', 'run_pipeline', 'init_project']
+           'mark_latest', 'latest_resumable', 'stage_timing', 'run_stage', 'file_digest', 'notebook_digest',
+           'config_part', 'source_digest', 'stage_key', 'key_of', 'earlier_stages', 'plan_stage', 'run_pipeline',
+           'run_timing', 'init_project']
 
 # %% ../nbs/api/10_pipeline.ipynb #aa0a1c80
 @dataclass(frozen=True)
@@ -464,18 +465,32 @@ def latest_resumable(workspace: Path) -> Path | None:
     return None
 
 # %% ../nbs/api/10_pipeline.ipynb #ce968ea0
+def stage_timing(nb_path: Path, # the executed notebook (papermill records each cell's duration in it)
+                 seconds: float, # wall time of papermill's execution
+                ) -> dict:
+    "Where a stage's execution time went: `kernel` (start, shutdown, papermill's I/O), `imports` (the first cell after the parameters), `cells` (the rest)."
+    try: cells = json.loads(Path(nb_path).read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError): return {}
+    code = [c for c in cells if c["cell_type"] == "code" and "injected-parameters" not in c["metadata"].get("tags", [])
+            and "parameters" not in c["metadata"].get("tags", [])]
+    took = [c["metadata"].get("papermill", {}).get("duration") or 0 for c in code]
+    imports, rest = (took[0], sum(took[1:])) if took else (0, 0)
+    return {"kernel": round(max(seconds - imports - rest, 0), 2), "imports": round(imports, 2), "cells": round(rest, 2)}
+
 def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: Path, client, experiment_id: str, parent_run_id: str,
               nb_dir: Path | None = None) -> dict:
-    "Execute one stage notebook with papermill inside its own MLflow child run; return its status record."
+    "Execute one stage notebook with papermill inside its own MLflow child run; return its status record, with `timing`."
     import papermill as pm
     nb_dir = nb_dir or stages_dir(cfg)
+    t0 = time.perf_counter()
     child = client.create_run(experiment_id, run_name=stage.name,
                               tags={"mlflow.parentRunId": parent_run_id, "mlops_nb.stage": stage.name})
     out_nb = Path(run_dir) / f"{stage.notebook.split('_')[0]}_{stage.name}.ipynb"
     params = {"config_path": str(Path(run_dir) / "config.yaml"), "run_dir": str(run_dir),
               "mlflow_run_id": child.info.run_id,
               **{p: str(Path(run_dir) / product) for p, product in stage.inputs.items()}}
-    t0, rec = time.perf_counter(), {"name": stage.name, "report": str(out_nb), "mlflow_run_id": child.info.run_id}
+    rec = {"name": stage.name, "report": str(out_nb), "mlflow_run_id": child.info.run_id}
+    t1 = time.perf_counter()
     try:
         pm.execute_notebook(str(nb_dir / stage.notebook), str(out_nb), parameters=params, kernel_name="python3",
                             cwd=str(run_dir), progress_bar=False, log_output=False,
@@ -487,14 +502,20 @@ def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: Path, client, experime
     except Exception as e:  # the kernel's error
         rec.update(status="failed", error=_error_of(e))
     finally: shutdown_stage_kernels()
-    rec["seconds"] = round(time.perf_counter() - t0, 2)
+    t2 = time.perf_counter()
+    timing = {"setup": round(t1 - t0, 2), **stage_timing(out_nb, t2 - t1)}
     try:
         if out_nb.exists():
             client.log_artifact(child.info.run_id, str(out_nb), "report")
+            t3 = time.perf_counter()
             rec["html"] = str(_html(out_nb))
+            timing["render"] = round(time.perf_counter() - t3, 2)
             client.log_artifact(child.info.run_id, rec["html"], "report")
     except Exception as e: rec["report_error"] = f"{type(e).__name__}: {e}"  # a report failure never hides the stage's
     client.set_terminated(child.info.run_id, "FINISHED" if rec["status"] == "succeeded" else "FAILED")
+    rec["seconds"] = round(time.perf_counter() - t0, 2)
+    timing["logging"] = round(rec["seconds"] - sum(timing.values()), 2)  # the report's upload and the run's end
+    rec["timing"] = timing
     return rec
 
 # %% ../nbs/api/10_pipeline.ipynb #340c2cef
@@ -753,6 +774,15 @@ def _dry_run(cfg, chosen, base, upstream, nb_dir, forced, cache, echo) -> dict:
         echo(f"{stage.name:<9} {'would run' if p['action'] == 'run' else 'cached':<9} {p['why']}")
     return {"dry_run": True, "status": "planned", "stages": plans}
 
+def run_timing(records: list[dict]) -> dict:
+    "Where a run's time went: the `timing` of its stages summed (`cached`: the time reuse took); kept stages of a resumed run left out."
+    total = {}
+    for r in records:
+        for k, v in ({} if r.get("resumed") else r.get("timing") or {}).items(): total[k] = round(total.get(k, 0) + v, 2)
+    return total
+
+def _timing_text(t: dict) -> str: return ", ".join(f"{k} {v:.2f}s" for k, v in t.items())
+
 def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, base=None, upstream=None,
          forced=frozenset(), cache=True) -> dict:
     import mlflow
@@ -772,7 +802,7 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, 
     t0, records, status, interrupted = time.perf_counter(), [], "succeeded", None
     summarise = lambda st, **kw: write_json(run_dir / "summary.json", build_summary(
         run_id, run_dir, cfg, records, st, mlflow_run_id=parent_id, experiment_id=exp_id,
-        seconds=round(time.perf_counter() - t0, 2), stage_notebooks=notebooks, **kw))
+        seconds=round(time.perf_counter() - t0, 2), stage_notebooks=notebooks, timing=run_timing(records), **kw))
     echo(f"stage notebooks: {notebooks['source']} ({nb_dir})")
     summarise("running")  # from here a crash leaves a summary a later run can find
     todo = DAG[:DAG.index(chosen[-1]) + 1]
@@ -788,16 +818,17 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, 
                     plan_stage(stage, cfg, nb_dir, here, earlier, client, stage.name in forced))
             if plan["action"] == "cached":
                 _reuse(stage, plan["from_dir"], run_dir)
-                rec = {**_cached_record(stage, plan, client, exp_id, parent_id), "seconds": round(time.perf_counter() - t1, 2)}
+                took = round(time.perf_counter() - t1, 2)
+                rec = {**_cached_record(stage, plan, client, exp_id, parent_id), "seconds": took, "timing": {"cached": took}}
                 records.append(rec)
-                _log_line(run_dir, f"cached {stage.name} from run {rec['cached_from']} ({plan['why']})")
+                _log_line(run_dir, f"cached {stage.name} from run {rec['cached_from']} in {took}s ({plan['why']})")
                 echo(f"{n} cached: {plan['why']}"); summarise("running"); continue
             echo(f"{n} running… ({plan['why']})")
             _log_line(run_dir, f"start {stage.name} ({plan['why']})")
             rec = {**run_stage(stage, cfg, run_dir, client, exp_id, parent_id, nb_dir), "why": plan["why"],
                    **({"cache_key": plan["key"], "cache_parts": plan["parts"]} if plan.get("key") else {})}
             records.append(rec)
-            _log_line(run_dir, f"{rec['status']} {stage.name} {rec['seconds']}s {rec.get('error', '')}")
+            _log_line(run_dir, f"{rec['status']} {stage.name} {rec['seconds']}s ({_timing_text(rec['timing'])}) {rec.get('error', '')}")
             if rec["status"] != "succeeded":
                 status, interrupted = "failed", rec.get("interrupted")
                 echo(f"{n} FAILED after {rec['seconds']:.1f} s\n    {rec['error']}\n"

@@ -37,6 +37,11 @@ def project(tmp_path_factory):
 def test_nothing_changed_reuses_every_stage(project):
     d, _, first, second, stderr = project
     assert all(x["status"] == "succeeded" for x in first["stages"])
+    for x in first["stages"]:  # where each stage's time went, adding up to its seconds
+        assert set(x["timing"]) == {"setup", "kernel", "imports", "cells", "render", "logging"}, x["timing"]
+        assert abs(sum(x["timing"].values()) - x["seconds"]) < 0.1 and x["timing"]["cells"] > 0
+    assert set(second["timing"]) == {"cached", "setup", "kernel", "imports", "cells", "render", "logging"}
+    assert "succeeded tune" in (Path(first["run_dir"]) / "run.log").read_text() and "imports" in (Path(first["run_dir"]) / "run.log").read_text()
     assert _status(second) == {**{s: "cached" for s in STAGES[:-1]}, "register": "succeeded"}
     assert {x["cached_from"] for x in second["stages"] if x["status"] == "cached"} == {first["run_id"]}
     for key in ("snapshot_id", "metrics", "rows", "schema", "flags", "task"):  # the same results, with and without the cache
