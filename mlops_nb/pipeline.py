@@ -16,6 +16,7 @@ import sys
 import time
 import traceback
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,9 +36,9 @@ __all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'UNLOGGED_SUFFIXES', 'STAGE_KERN
            'describe_stages', 'new_run_id', 'latest_run_dir', 'ensure_experiment', 'StageContext', 'open_stage',
            'prepare_run', 'build_summary', 'IPCKernelManager', 'shutdown_stage_kernels', 'remove_stale_kernel_files',
            'Interrupted', 'signals_interrupt', 'exit_code', 'run_alive', 'close_open_runs', 'reap_dead_runs',
-           'mark_latest', 'latest_resumable', 'stage_timing', 'run_stage', 'file_digest', 'notebook_digest',
-           'config_part', 'source_digest', 'stage_key', 'key_of', 'earlier_stages', 'plan_stage', 'run_pipeline',
-           'run_timing', 'init_project']
+           'mark_latest', 'latest_resumable', 'stage_timing', 'run_stage', 'finish_stage', 'file_digest',
+           'notebook_digest', 'config_part', 'source_digest', 'stage_key', 'key_of', 'earlier_stages', 'plan_stage',
+           'run_pipeline', 'run_timing', 'init_project']
 
 # %% ../nbs/api/10_pipeline.ipynb #aa0a1c80
 @dataclass(frozen=True)
@@ -478,7 +479,9 @@ def stage_timing(nb_path: Path, # the executed notebook (papermill records each 
     return {"kernel": round(max(seconds - imports - rest, 0), 2), "imports": round(imports, 2), "cells": round(rest, 2)}
 
 def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: Path, client, experiment_id: str, parent_run_id: str,
-              nb_dir: Path | None = None) -> dict:
+              nb_dir: Path | None = None,
+              reports=None, # an executor rendering the HTML report meanwhile (the caller then calls `finish_stage`); None: here
+             ) -> dict:
     "Execute one stage notebook with papermill inside its own MLflow child run; return its status record, with `timing`."
     import papermill as pm
     nb_dir = nb_dir or stages_dir(cfg)
@@ -503,20 +506,34 @@ def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: Path, client, experime
         rec.update(status="failed", error=_error_of(e))
     finally: shutdown_stage_kernels()
     t2 = time.perf_counter()
-    timing = {"setup": round(t1 - t0, 2), **stage_timing(out_nb, t2 - t1)}
+    rec["seconds"], rec["timing"] = round(t2 - t0, 2), {"setup": round(t1 - t0, 2), **stage_timing(out_nb, t2 - t1)}
+    if reports is None: return finish_stage(rec, client)
+    rec["_pending"] = reports.submit(_timed_html, out_nb) if out_nb.exists() else None  # the caller pops it
+    return rec
+
+def _timed_html(nb_path: Path) -> tuple[Path, float]:
+    t = time.perf_counter()
+    return _html(nb_path), round(time.perf_counter() - t, 2)
+
+def finish_stage(rec: dict, # a record `run_stage` returned
+                 client, # MlflowClient of the run's store
+                 pending=None, # the future of its HTML rendering, if one was started in the background
+                ) -> dict:
+    "Render the stage's report (or wait for its rendering), log it to the stage's MLflow run, and end that run."
+    t0, out_nb = time.perf_counter(), Path(rec["report"])
     try:
         if out_nb.exists():
-            client.log_artifact(child.info.run_id, str(out_nb), "report")
-            t3 = time.perf_counter()
-            rec["html"] = str(_html(out_nb))
-            timing["render"] = round(time.perf_counter() - t3, 2)
-            client.log_artifact(child.info.run_id, rec["html"], "report")
+            client.log_artifact(rec["mlflow_run_id"], str(out_nb), "report")
+            html, rec["timing"]["render"] = pending.result() if pending is not None else _timed_html(out_nb)
+            rec["html"] = str(html)
+            client.log_artifact(rec["mlflow_run_id"], rec["html"], "report")
     except Exception as e: rec["report_error"] = f"{type(e).__name__}: {e}"  # a report failure never hides the stage's
-    client.set_terminated(child.info.run_id, "FINISHED" if rec["status"] == "succeeded" else "FAILED")
-    rec["seconds"] = round(time.perf_counter() - t0, 2)
-    timing["logging"] = round(rec["seconds"] - sum(timing.values()), 2)  # the report's upload and the run's end
-    rec["timing"] = timing
+    client.set_terminated(rec["mlflow_run_id"], "FINISHED" if rec["status"] == "succeeded" else "FAILED")
+    took = round(time.perf_counter() - t0, 2)
+    rec["timing"]["logging"] = round(took - (0 if pending is not None else rec["timing"].get("render", 0)), 2)
+    if pending is None: rec["seconds"] = round(rec["seconds"] + took, 2)  # rendered here: on the critical path
     return rec
+
 
 # %% ../nbs/api/10_pipeline.ipynb #340c2cef
 def _select(stages: list[str] | None, cfg: PipelineConfig) -> list[Stage]:
@@ -807,6 +824,7 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, 
     summarise("running")  # from here a crash leaves a summary a later run can find
     todo = DAG[:DAG.index(chosen[-1]) + 1]
     here = {s.name: run_dir for s in todo}  # every upstream product is in this run's folder by the time it is read
+    reports, unreported = ThreadPoolExecutor(1, thread_name_prefix="mlops-nb-report"), {}  # HTML rendered off the critical path
     try:
         for i, stage in enumerate(todo, 1):
             n = f"[{i}/{len(todo)}] {stage.name:<9}"
@@ -825,8 +843,10 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, 
                 echo(f"{n} cached: {plan['why']}"); summarise("running"); continue
             echo(f"{n} running… ({plan['why']})")
             _log_line(run_dir, f"start {stage.name} ({plan['why']})")
-            rec = {**run_stage(stage, cfg, run_dir, client, exp_id, parent_id, nb_dir), "why": plan["why"],
-                   **({"cache_key": plan["key"], "cache_parts": plan["parts"]} if plan.get("key") else {})}
+            rec = run_stage(stage, cfg, run_dir, client, exp_id, parent_id, nb_dir, reports)
+            unreported[stage.name] = (rec, rec.pop("_pending"))
+            rec.update({"why": plan["why"],
+                        **({"cache_key": plan["key"], "cache_parts": plan["parts"]} if plan.get("key") else {})})
             records.append(rec)
             _log_line(run_dir, f"{rec['status']} {stage.name} {rec['seconds']}s ({_timing_text(rec['timing'])}) {rec.get('error', '')}")
             if rec["status"] != "succeeded":
@@ -842,6 +862,11 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, 
     except KeyboardInterrupt as e:  # a signal between stages
         status, interrupted = "failed", getattr(e, "signal", "SIGINT")
         _log_line(run_dir, f"interrupted by {interrupted}")
+    finally:  # the reports rendered meanwhile are logged before the run says how it ended
+        for rec, pending in unreported.values():
+            t = finish_stage(rec, client, pending)["timing"]
+            _log_line(run_dir, f"report {rec['name']} logged (rendered in {t.get('render', 0)}s meanwhile, logged in {t['logging']}s)")
+        reports.shutdown()
     extra = {"interrupted": interrupted, "error": f"interrupted by {interrupted}"} if interrupted else {}
     summary = json.loads(summarise(status, **extra).read_text())
     client.log_artifact(parent_id, str(run_dir / "summary.json"))

@@ -37,9 +37,10 @@ def project(tmp_path_factory):
 def test_nothing_changed_reuses_every_stage(project):
     d, _, first, second, stderr = project
     assert all(x["status"] == "succeeded" for x in first["stages"])
-    for x in first["stages"]:  # where each stage's time went, adding up to its seconds
+    for x in first["stages"]:  # where each stage's time went
         assert set(x["timing"]) == {"setup", "kernel", "imports", "cells", "render", "logging"}, x["timing"]
-        assert abs(sum(x["timing"].values()) - x["seconds"]) < 0.1 and x["timing"]["cells"] > 0
+        on_path = sum(x["timing"][k] for k in ("setup", "kernel", "imports", "cells"))  # the report renders meanwhile
+        assert abs(on_path - x["seconds"]) < 0.1 and x["timing"]["cells"] > 0 and x["timing"]["render"] > 0
     assert set(second["timing"]) == {"cached", "setup", "kernel", "imports", "cells", "render", "logging"}
     assert "succeeded tune" in (Path(first["run_dir"]) / "run.log").read_text() and "imports" in (Path(first["run_dir"]) / "run.log").read_text()
     assert _status(second) == {**{s: "cached" for s in STAGES[:-1]}, "register": "succeeded"}
