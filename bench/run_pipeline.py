@@ -72,6 +72,7 @@ def main():
         for label, _, s in rows[1:]:
             for k in SAME: assert s[k] == s0[k], f"{label}: {k} differs from the previous commit's"
             assert best(s) == best(s0), f"{label}: best trial differs"
+        b0 = best(s0)
     def cached(s): return ", ".join(x["name"] for x in s["stages"] if x["status"] == "cached") or "—"
     def where(s): return ", ".join(f"{k} {v:.1f}" for k, v in (s.get("timing") or {}).items()) or "(not recorded)"
     lines = [f"# Pipeline wall time: previous commit vs this checkout ({'small test profile' if a.small else 'full demo, make run config'})",
@@ -80,7 +81,7 @@ def main():
              "", "| run | wall s | vs previous | stages reused | where the time went (s, summed over stages) |", "|---|---|---|---|---|"]
     ref = rows[0][1]
     lines += [f"| {label} | {t:.1f} | {t / ref:.2f}x | {cached(s)} | {where(s)} |" for label, t, s in rows]
-    lines += ["", f"Same results in every run: snapshot {s0['snapshot_id']}, best trial {best(s0)}, test metrics "
+    lines += ["", f"Same results in every run: snapshot {s0['snapshot_id']}, best trial {b0}, test metrics "
               + ", ".join(f"{k}={v:.4f}" for k, v in s0["metrics"].items() if isinstance(v, (int, float))) + "."]
     Path(a.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
