@@ -46,6 +46,10 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipe
         workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="workspace folder (default .mlops)"),
         param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value (repeatable)"),
         resume: Optional[str] = typer.Option(None, "--resume", help="re-run RUN_ID (or 'latest') from its failed stage"),
+        base_run: Optional[str] = typer.Option(None, "--run", help="with --stages: take the earlier stages from run ID (default: the latest)"),
+        force: bool = typer.Option(False, "--force", help="execute every selected stage, even those an earlier run could supply"),
+        force_stages: Optional[str] = typer.Option(None, "--force-stages", help="execute these (comma-separated), reuse the rest"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="print what would run and why (what changed); run nothing"),
         as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON on stdout")):
     "Run the pipeline's stage notebooks with papermill; each executed notebook is its stage's report."
     from mlops_nb.pipeline import exit_code, latest_resumable, run_pipeline
@@ -59,10 +63,15 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipe
             if latest is None: _fail(f"no failed or killed run to resume in {cfg.workspace_path / 'runs'}")
             run_id = latest.name
     try:
-        summary = run_pipeline(cfg, stages=stages.split(",") if stages else None, run_id=run_id, resume=bool(resume))
+        summary = run_pipeline(cfg, stages=stages.split(",") if stages else None, run_id=run_id, resume=bool(resume),
+                               base_run=base_run, force=True if force else force_stages.split(",") if force_stages else None,
+                               dry_run=dry_run)
     except (ValueError, FileNotFoundError) as e: _fail(str(e))
     except StoreError as e: _fail(str(e), 1)
     except KeyboardInterrupt: _fail("interrupted before the first stage started; nothing to resume", 130)
+    if dry_run:  # the plan went to standard error as it was made
+        if as_json: _print_json(summary)
+        raise typer.Exit(0)
     if as_json: _print_json(summary)
     else: _print_run(summary)
     raise typer.Exit(exit_code(summary))
@@ -82,6 +91,7 @@ def _print_run(s: dict) -> None:
         why = f"failed: {', '.join(failed)}" if failed else m.get("reason") or "no reason recorded"
         verdict = "promoted to champion" if m.get("promoted") else f"not promoted ({why})"
         say(f"model {m['name']} v{m['version']}: {verdict}")
+    if s.get("timing"): say("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timing"].items()))
     say(f"tracking: {s['tracking_uri']}")
 
 # %% ../nbs/api/11_cli.ipynb #6c4fffff

@@ -7,6 +7,7 @@ Docs: https://mlops-nb.github.io/mlops-nb/api/pipeline.html.md"""
 # %% ../nbs/api/10_pipeline.ipynb #ce39b441
 from __future__ import annotations
 import ast
+import hashlib
 import importlib.resources
 import json
 import os
@@ -15,6 +16,7 @@ import sys
 import time
 import traceback
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,13 +30,15 @@ from .config import (STAGES, ConfigError, PipelineConfig, apply_overrides, data_
 from .data import write_json
 
 # %% auto #0
-__all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'UNLOGGED_SUFFIXES', 'STAGE_KERNEL_ENV', 'KERNEL_FILE_PREFIX', 'RUN_LOCK',
-           'PROJECT_HEADER', 'Stage', 'notebook_parameters', 'check_stage_notebook', 'check_dag', 'packaged_stages_dir',
-           'stages_dir', 'describe_stages', 'new_run_id', 'latest_run_dir', 'ensure_experiment', 'StageContext',
-           'open_stage', 'prepare_run', 'build_summary', 'IPCKernelManager', 'kill_stage_kernels',
-           'shutdown_stage_kernels', 'remove_stale_kernel_files', 'Interrupted', 'signals_interrupt', 'exit_code',
-           'run_alive', 'close_open_runs', 'reap_dead_runs', 'mark_latest', 'latest_resumable', 'run_stage',
-           'run_pipeline', 'init_project']
+__all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'UNLOGGED_SUFFIXES', 'STAGE_KERNEL_ENV', 'KERNEL_FILE_PREFIX', 'RUN_LOCK', 'STOP',
+           'VOLATILE_KEYS', 'SIDE_EFFECT_STAGES', 'WORKSPACE_KEYS', 'FIRST_READER', 'DONE', 'PROJECT_HEADER', 'Stage',
+           'notebook_parameters', 'check_stage_notebook', 'check_dag', 'packaged_stages_dir', 'stages_dir',
+           'describe_stages', 'new_run_id', 'latest_run_dir', 'ensure_experiment', 'StageContext', 'open_stage',
+           'prepare_run', 'build_summary', 'IPCKernelManager', 'kill_stage_kernels', 'shutdown_stage_kernels',
+           'remove_stale_kernel_files', 'Interrupted', 'stop_signal', 'signals_interrupt', 'exit_code', 'run_alive',
+           'close_open_runs', 'reap_dead_runs', 'mark_latest', 'latest_resumable', 'stage_timing', 'run_stage',
+           'finish_stage', 'file_digest', 'notebook_digest', 'config_part', 'source_digest', 'stage_key', 'key_of',
+           'earlier_stages', 'plan_stage', 'run_pipeline', 'run_timing', 'init_project']
 
 # %% ../nbs/api/10_pipeline.ipynb #aa0a1c80
 @dataclass(frozen=True)
@@ -318,14 +322,15 @@ def _html(nb_path: Path) -> Path:
     return out
 
 # %% ../nbs/api/10_pipeline.ipynb #f8589d67
-from jupyter_client.manager import KernelManager
+from jupyter_client.manager import AsyncKernelManager
 
 # quiet, machine-readable reports: no notebook progress widgets (the kernels have no ipywidgets) and no tqdm bars
 STAGE_KERNEL_ENV = {"PYTHONWARNINGS": "ignore:IProgress not found", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 KERNEL_FILE_PREFIX = "mlops-nb-kernel"  # `<prefix>-<runner pid>-<id>.json`: whose they are, so leftovers can be found
 
-class IPCKernelManager(KernelManager):
+class IPCKernelManager(AsyncKernelManager):
     "Stage kernels talk over local IPC sockets, not TCP (nothing listens on the network), with `STAGE_KERNEL_ENV` set."
+    # async, as nbclient expects: its client then polls without blocking and notices a kernel that died
     live: set = set()  # kernels this process started: what a stage left running is shut down after it
 
     def __init__(self, **kw):
@@ -396,20 +401,27 @@ class Interrupted(KeyboardInterrupt):
     "The run was stopped by a signal (SIGINT, SIGTERM); `signal` names it."
     def __init__(self, sig: str = "SIGINT"): super().__init__(sig); self.signal = sig
 
+STOP: list[str] = []  # the signal that asked the running pipeline to stop, if any
+
+def stop_signal() -> str | None:
+    "The name of the signal (SIGTERM, SIGINT) that asked the running pipeline to stop, or None."
+    return STOP[0] if STOP else None
+
 @contextmanager
 def signals_interrupt():
-    "While the block runs, SIGTERM interrupts it as Ctrl-C does (raising `Interrupted`), once: cleanup is not cut short."
-    fired = []
+    "While the block runs, SIGTERM and Ctrl-C stop the run: a running stage's kernel is killed, else `Interrupted` is raised."
     def handler(signum, frame):
-        if fired: return
-        fired.append(signum)
-        kill_stage_kernels()  # the stage stops now, not when its cell (a tuning trial, a fit) would have ended
-        raise Interrupted(signal.Signals(signum).name)
+        if STOP: return  # once: the cleanup that follows is not cut short
+        STOP.append(signal.Signals(signum).name)
+        # a stage is running: its kernel dies now and the stage fails by itself; raising inside nbclient instead would
+        # leave its cleanup waiting forever for messages from the dead kernel
+        if not kill_stage_kernels(): raise Interrupted(STOP[0])
     main = __import__("threading").current_thread() is __import__("threading").main_thread()
-    old = signal.signal(signal.SIGTERM, handler) if main else None
+    STOP.clear()
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
     try: yield
     finally:
-        if main: signal.signal(signal.SIGTERM, old)
+        for s, h in old.items(): signal.signal(s, h)
 
 def exit_code(summary: dict) -> int:
     "0 succeeded, 1 failed, 128 + n when a signal stopped the run (143 for SIGTERM, 130 for Ctrl-C)."
@@ -473,18 +485,34 @@ def latest_resumable(workspace: Path) -> Path | None:
     return None
 
 # %% ../nbs/api/10_pipeline.ipynb #ce968ea0
+def stage_timing(nb_path: Path, # the executed notebook (papermill records each cell's duration in it)
+                 seconds: float, # wall time of papermill's execution
+                ) -> dict:
+    "Where a stage's execution time went: `kernel` (start, shutdown, papermill's I/O), `imports` (the first cell after the parameters), `cells` (the rest)."
+    try: cells = json.loads(Path(nb_path).read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError): return {}
+    code = [c for c in cells if c["cell_type"] == "code" and "injected-parameters" not in c["metadata"].get("tags", [])
+            and "parameters" not in c["metadata"].get("tags", [])]
+    took = [c["metadata"].get("papermill", {}).get("duration") or 0 for c in code]
+    imports, rest = (took[0], sum(took[1:])) if took else (0, 0)
+    return {"kernel": round(max(seconds - imports - rest, 0), 2), "imports": round(imports, 2), "cells": round(rest, 2)}
+
 def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: Path, client, experiment_id: str, parent_run_id: str,
-              nb_dir: Path | None = None) -> dict:
-    "Execute one stage notebook with papermill inside its own MLflow child run; return its status record."
+              nb_dir: Path | None = None,
+              reports=None, # an executor rendering the HTML report meanwhile (the caller then calls `finish_stage`); None: here
+             ) -> dict:
+    "Execute one stage notebook with papermill inside its own MLflow child run; return its status record, with `timing`."
     import papermill as pm
     nb_dir = nb_dir or stages_dir(cfg)
+    t0 = time.perf_counter()
     child = client.create_run(experiment_id, run_name=stage.name,
                               tags={"mlflow.parentRunId": parent_run_id, "mlops_nb.stage": stage.name})
     out_nb = Path(run_dir) / f"{stage.notebook.split('_')[0]}_{stage.name}.ipynb"
     params = {"config_path": str(Path(run_dir) / "config.yaml"), "run_dir": str(run_dir),
               "mlflow_run_id": child.info.run_id,
               **{p: str(Path(run_dir) / product) for p, product in stage.inputs.items()}}
-    t0, rec = time.perf_counter(), {"name": stage.name, "report": str(out_nb), "mlflow_run_id": child.info.run_id}
+    rec = {"name": stage.name, "report": str(out_nb), "mlflow_run_id": child.info.run_id}
+    t1 = time.perf_counter()
     try:
         pm.execute_notebook(str(nb_dir / stage.notebook), str(out_nb), parameters=params, kernel_name="python3",
                             cwd=str(run_dir), progress_bar=False, log_output=False,
@@ -493,17 +521,37 @@ def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: Path, client, experime
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the stage stops here, and the run can be resumed
         sig = getattr(e, "signal", "SIGINT")
         rec.update(status="failed", error=f"interrupted by {sig}", interrupted=sig)
-    except Exception as e:  # the kernel's error
-        rec.update(status="failed", error=_error_of(e))
+    except Exception as e:  # the kernel's error, or its death when a signal stopped the run
+        sig = stop_signal()
+        rec.update(status="failed", error=f"interrupted by {sig}" if sig else _error_of(e), **({"interrupted": sig} if sig else {}))
     finally: shutdown_stage_kernels()
-    rec["seconds"] = round(time.perf_counter() - t0, 2)
+    t2 = time.perf_counter()
+    rec["seconds"], rec["timing"] = round(t2 - t0, 2), {"setup": round(t1 - t0, 2), **stage_timing(out_nb, t2 - t1)}
+    if reports is None: return finish_stage(rec, client)
+    rec["_pending"] = reports.submit(_timed_html, out_nb) if out_nb.exists() else None  # the caller pops it
+    return rec
+
+def _timed_html(nb_path: Path) -> tuple[Path, float]:
+    t = time.perf_counter()
+    return _html(nb_path), round(time.perf_counter() - t, 2)
+
+def finish_stage(rec: dict, # a record `run_stage` returned
+                 client, # MlflowClient of the run's store
+                 pending=None, # the future of its HTML rendering, if one was started in the background
+                ) -> dict:
+    "Render the stage's report (or wait for its rendering), log it to the stage's MLflow run, and end that run."
+    t0, out_nb = time.perf_counter(), Path(rec["report"])
     try:
         if out_nb.exists():
-            client.log_artifact(child.info.run_id, str(out_nb), "report")
-            rec["html"] = str(_html(out_nb))
-            client.log_artifact(child.info.run_id, rec["html"], "report")
+            client.log_artifact(rec["mlflow_run_id"], str(out_nb), "report")
+            html, rec["timing"]["render"] = pending.result() if pending is not None else _timed_html(out_nb)
+            rec["html"] = str(html)
+            client.log_artifact(rec["mlflow_run_id"], rec["html"], "report")
     except Exception as e: rec["report_error"] = f"{type(e).__name__}: {e}"  # a report failure never hides the stage's
-    client.set_terminated(child.info.run_id, "FINISHED" if rec["status"] == "succeeded" else "FAILED")
+    client.set_terminated(rec["mlflow_run_id"], "FINISHED" if rec["status"] == "succeeded" else "FAILED")
+    took = round(time.perf_counter() - t0, 2)
+    rec["timing"]["logging"] = round(took - (0 if pending is not None else rec["timing"].get("render", 0)), 2)
+    if pending is None: rec["seconds"] = round(rec["seconds"] + took, 2)  # rendered here: on the critical path
     return rec
 
 # %% ../nbs/api/10_pipeline.ipynb #340c2cef
@@ -512,6 +560,128 @@ def _select(stages: list[str] | None, cfg: PipelineConfig) -> list[Stage]:
     bad = [n for n in names if n not in STAGE]
     if bad: raise ValueError(f"unknown stage(s) {bad}; stages: {list(STAGE)}")
     return [s for s in DAG if s.name in names]  # always in DAG order
+
+# %% ../nbs/api/10_pipeline.ipynb #36daa369
+VOLATILE_KEYS = ("created", "seconds")  # JSON fields saying when or how long, not what: left out of an input's digest
+SIDE_EFFECT_STAGES = ("register",)  # always executed: they act on the registry (registering is idempotent per model)
+WORKSPACE_KEYS = ("stages", "stages_dir", "workspace", "tracking_uri", "artifact_location")  # where, not what
+FIRST_READER = {"split": "validate", "tuning": "validate", "analysis": "analyze", "features": "prepare",
+                "training": "train", "gates": "evaluate", "registry": "evaluate"}  # config section → first stage reading it
+
+def _sha(data: bytes) -> str: return hashlib.sha256(data).hexdigest()
+
+def file_digest(path: str | Path) -> str:
+    "The content digest of a stage input: its bytes, or for a JSON record its fields less `VOLATILE_KEYS`."
+    p = Path(path)
+    if p.suffix == ".json":
+        try: d = json.loads(p.read_text(encoding="utf-8"))
+        except ValueError: d = None
+        if isinstance(d, dict):
+            return _sha(json.dumps({k: v for k, v in d.items() if k not in VOLATILE_KEYS}, sort_keys=True, default=str).encode())
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
+    return h.hexdigest()
+
+def notebook_digest(path: str | Path) -> str:
+    "The digest of a notebook's code (cell sources): outputs, metadata and prose do not change what it computes."
+    cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
+    code = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in cells if c["cell_type"] == "code"]
+    return _sha(json.dumps(code).encode())
+
+def config_part(cfg: PipelineConfig, stage: str) -> dict:
+    "The part of the resolved config `stage` can read: all but where things live and sections only later stages read."
+    order = list(STAGE)
+    d = cfg.model_dump(mode="json")
+    d = {k: v for k, v in d.items() if k not in WORKSPACE_KEYS and order.index(FIRST_READER.get(k, order[0])) <= order.index(stage)}
+    if "tuning" in d: d["tuning"].pop("storage", None)
+    if cfg.data.path: d["data"]["path"] = str(cfg.path(cfg.data.path))
+    return d
+
+def source_digest(cfg: PipelineConfig) -> str | None:
+    "The digest of gather's source: the file's content, the generator's settings (in the config); None for a database."
+    if cfg.data.source == "sql": return None  # a table can change behind the same URL: gather always reads it
+    if cfg.data.source == "demo": return "demo"
+    return file_digest(cfg.path(cfg.data.path))
+
+def stage_key(stage: Stage, # the stage
+              cfg: PipelineConfig, # the run's config
+              nb_dir: Path, # folder of the stage notebooks
+              run_dirs: dict[str, Path], # upstream stage → the run folder holding its products
+             ) -> dict | None:
+    "The parts of a stage's cache key (notebook, inputs, config part, seed, library version); None when it cannot be cached."
+    from mlops_nb import __version__
+    parts = {"notebook": notebook_digest(Path(nb_dir) / stage.notebook),
+             "config": _sha(json.dumps(config_part(cfg, stage.name), sort_keys=True).encode()),
+             "seed": cfg.seed, "version": __version__}
+    if stage.name == DAG[0].name:
+        parts["source"] = source_digest(cfg)
+        if parts["source"] is None: return None
+    for product in stage.inputs.values():
+        up, name = product.split("/", 1)
+        parts[product] = file_digest(Path(run_dirs[up]) / up / name)
+    return parts
+
+def key_of(parts: dict) -> str:
+    "The cache key: one digest of the parts."
+    return _sha(json.dumps(parts, sort_keys=True).encode())[:32]
+
+# %% ../nbs/api/10_pipeline.ipynb #0af4e1b8
+DONE = ("succeeded", "cached")  # a stage record whose products later stages (and later runs) can use
+
+def earlier_stages(workspace: Path, # the workspace whose runs to search
+                   exclude: str | None = None, # a run to leave out (the current one)
+                  ) -> list[tuple[Path, dict]]:
+    "Every usable stage record in the workspace's runs, newest run first: `(run folder, record)`."
+    out = []
+    for p in sorted((Path(workspace) / "runs").glob("*/summary.json"), reverse=True):
+        if p.parent.name == exclude: continue
+        try: s = json.loads(p.read_text())
+        except (OSError, ValueError): continue  # being written by a live run
+        out += [(p.parent, r) for r in s.get("stages", []) if r.get("status") in DONE]
+    return out
+
+def _evaluation_stale(run_dir: Path, cfg: PipelineConfig, client) -> str | None:
+    "Why the evaluation in `run_dir` is out of date (the champion it faced is no longer champion), or None."
+    from mlops_nb.registry import champion_version
+    ev = json.loads((Path(run_dir) / "evaluate" / "evaluation.json").read_text(encoding="utf-8"))
+    then, now = (ev.get("champion") or {}).get("version"), champion_version(cfg.model_name, client)
+    then = None if then is None else str(then)
+    if now == then: return None
+    if now is not None and client.get_model_version(cfg.model_name, now).tags.get("model_uri") == ev.get("model_uri"):
+        return None  # the evaluated model is the champion itself: comparing it with itself says nothing new
+    return f"the champion moved since its evaluation (v{then} -> v{now})"
+
+def plan_stage(stage: Stage, # the stage to plan
+               cfg: PipelineConfig, # the run's config
+               nb_dir: Path, # folder of the stage notebooks
+               run_dirs: dict[str, Path | None], # upstream stage → the run folder with its products (None: it will run)
+               earlier: list[tuple[Path, dict]], # `earlier_stages(...)`
+               client=None, # MlflowClient: checks that a reused evaluation faced the current champion
+               force: bool = False, # execute whatever the cache holds
+              ) -> dict:
+    "What the runner does with `stage`: `run` it or reuse it (`cached`) from an earlier run, and why."
+    if stage.name in SIDE_EFFECT_STAGES: return {"action": "run", "why": "acts on the model registry: always runs"}
+    pending = sorted({p.split("/")[0] for p in stage.inputs.values() if run_dirs.get(p.split("/")[0]) is None},
+                     key=list(STAGE).index)
+    if pending: return {"action": "run", "why": f"upstream {', '.join(pending)} runs"}
+    parts = stage_key(stage, cfg, nb_dir, run_dirs)
+    if parts is None: return {"action": "run", "why": f"reads a {cfg.data.source} source, which can change unseen: always runs"}
+    if force: return {"action": "run", "why": "forced (--force)", "key": key_of(parts), "parts": parts}
+    key, same = key_of(parts), [(d, r) for d, r in earlier if r["name"] == stage.name]
+    for d, r in same:
+        if r.get("cache_key") != key or not _products_intact(stage, d): continue
+        stale = _evaluation_stale(d, cfg, client) if stage.name == "evaluate" and client is not None else None
+        if stale: return {"action": "run", "why": stale, "key": key, "parts": parts}
+        origin = r.get("cached_from") or d.name
+        return {"action": "cached", "why": f"unchanged since run {origin}", "from_dir": d, "record": r, "key": key,
+                "parts": parts, "cached_from": origin}
+    last = next(((d, r) for d, r in same if r.get("cache_parts")), None)
+    changed = [k for k in parts if last and last[1]["cache_parts"].get(k) != parts[k]]
+    if last is None: why = "no earlier run of this stage"
+    elif changed: why = f"changed since run {last[1].get('cached_from') or last[0].name}: {', '.join(changed)}"
+    else: why = "the products of its earlier runs are gone"
+    return {"action": "run", "why": why, "key": key, "parts": parts}
 
 # %% ../nbs/api/10_pipeline.ipynb #c29a2da6
 def _products_intact(stage: Stage, run_dir: Path) -> bool:
@@ -525,8 +695,8 @@ def _products_intact(stage: Stage, run_dir: Path) -> bool:
     return True
 
 def _kept_stages(previous: dict, chosen: list[Stage], run_dir: Path) -> dict[str, dict]:
-    "Stages of a resumed run to keep: those that succeeded, up to the first whose products are gone."
-    ok = {s["name"]: s for s in previous.get("stages", []) if s["status"] == "succeeded"}
+    "Stages of a resumed run to keep: those that succeeded (or were reused), up to the first whose products are gone."
+    ok = {s["name"]: s for s in previous.get("stages", []) if s["status"] in DONE}
     kept = {}
     for stage in chosen:
         if stage.name not in ok or not _products_intact(stage, run_dir): break
@@ -544,39 +714,130 @@ def _create_optuna_store(cfg: PipelineConfig) -> None:
     from mlops_nb.tuning import open_storage
     with store_lock(url): open_storage(url)
 
+def _usable(run_dir: Path, names: list[str]) -> dict[str, dict] | None:
+    "The records of stages `names` in a run, when each is done with its products intact; else None."
+    p = Path(run_dir) / "summary.json"
+    ok = {r["name"]: r for r in (json.loads(p.read_text()).get("stages", []) if p.exists() else []) if r["status"] in DONE}
+    return {n: ok[n] for n in names} if all(n in ok and _products_intact(STAGE[n], run_dir) for n in names) else None
+
+def _upstream(cfg: PipelineConfig, chosen: list[Stage], base_run: str | None, run_id: str | None, resume: bool
+             ) -> tuple[Path | None, dict[str, dict]]:
+    "The run the stages before the chosen ones come from, and their records: `--run ID`, the resumed run, or the newest that has them."
+    names = [s.name for s in DAG[:DAG.index(chosen[-1])] if s not in chosen]
+    if not names: return None, {}
+    runs, need = cfg.workspace_path / "runs", f"--stages {','.join(names + [s.name for s in chosen])}"
+    if base_run or resume:
+        base = runs / (base_run or run_id)
+        found = _usable(base, names)
+        if found is None: raise ValueError(f"stages {names} are not selected and run {base.name} lacks the products of "
+                                           f"some; run them too ({need}) or take another run (--run ID)")
+        return base, found
+    for p in sorted(runs.glob("*/summary.json"), reverse=True):  # newest first: the latest run that has them
+        if json.loads(p.read_text()).get("status") == "succeeded" and (found := _usable(p.parent, names)): return p.parent, found
+    raise ValueError(f"stages {names} are not selected and no run that succeeded in {runs} has them; run them too ({need})")
+
+def _forced(force: bool | list[str] | None, chosen: list[Stage]) -> set[str]:
+    "The stages `--force` names (all chosen ones for `True`)."
+    if force is True: return {s.name for s in chosen}
+    bad = [n for n in force or [] if n not in STAGE]
+    if bad: raise ValueError(f"--force: unknown stage(s) {bad}; stages: {list(STAGE)}")
+    return set(force or [])
+
 def run_pipeline(cfg: PipelineConfig, # the validated configuration
                  stages: list[str] | None = None, # subset of stages (default `cfg.stages`), run in DAG order
                  run_id: str | None = None, # reuse/resume this run (default: a new run)
                  resume: bool = False, # skip stages that already succeeded in `run_id`
                  echo: Callable[[str], None] = _echo_stderr, # where progress lines go
                  nb_dir: Path | None = None, # folder of the stage notebooks (default `stages_dir(cfg)`)
+                 base_run: str | None = None, # the run unselected earlier stages come from (default: the latest)
+                 force: bool | list[str] | None = None, # execute these stages (True: all chosen) even when cached
+                 dry_run: bool = False, # only say what would run and why; create nothing
+                 cache: bool = True, # reuse unchanged stages of earlier runs
                 ) -> dict:
-    "Run the pipeline's stage notebooks with papermill; return (and write) the run's summary."
+    "Run the pipeline's stage notebooks with papermill, reusing unchanged stages; return (and write) the run's summary."
     from mlops_nb.registry import open_store
     if resume and not run_id: raise ValueError("resume needs the run id of the run to resume")
     chosen = _select(stages, cfg)
+    forced = _forced(force, chosen)
     notebooks = {"source": "given", "path": str(nb_dir)} if nb_dir else describe_stages(cfg)
     nb_dir = Path(notebooks["path"])
     for s in chosen: check_stage_notebook(s, nb_dir)  # a notebook at odds with the DAG fails before anything runs
-    run_id = run_id or new_run_id()
-    run_dir = cfg.workspace_path / "runs" / run_id
-    if resume and not (run_dir / "config.yaml").exists():
+    if base_run and not (cfg.workspace_path / "runs" / base_run / "summary.json").exists():
+        raise FileNotFoundError(f"--run {base_run}: no such run in {cfg.workspace_path / 'runs'}")
+    if resume and not (cfg.workspace_path / "runs" / run_id / "config.yaml").exists():
         raise FileNotFoundError(f"no run '{run_id}' to resume in {cfg.workspace_path / 'runs'}")
+    base, upstream = _upstream(cfg, chosen, base_run, run_id, resume)
+    if dry_run: return _dry_run(cfg, chosen, base, upstream, nb_dir, forced, cache, echo)
+    run_id = run_id or new_run_id()
     client = open_store(cfg.tracking, has_history=_has_runs(cfg))  # a damaged store stops here, creating nothing
     if any(s.name == "tune" for s in chosen): _create_optuna_store(cfg)
     run_dir = prepare_run(cfg, run_id)
     try: lock = file_lock(run_dir / RUN_LOCK, timeout_s=0, what=f"run {run_id}")
     except TimeoutError: raise ValueError(f"run {run_id} is already running in another process") from None
     with lock, signals_interrupt():
-        return _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks)
+        return _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks,
+                    base, upstream, forced, cache)
 
-def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks) -> dict:
+# %% ../nbs/api/10_pipeline.ipynb #c2b86a89
+def _reuse(stage: Stage, src: Path, run_dir: Path) -> None:
+    "Copy a stage's products and result from an earlier run's folder into this run's (copies: a re-run never writes through)."
+    if Path(src).resolve() == Path(run_dir).resolve(): return
+    (run_dir / stage.name).mkdir(parents=True, exist_ok=True)
+    for name in (*stage.products, "result.json"):
+        if (src / stage.name / name).exists(): shutil.copy2(src / stage.name / name, run_dir / stage.name / name)
+
+def _cached_record(stage: Stage, plan: dict, client, exp_id: str, parent_id: str) -> dict:
+    "Record a reused stage: its products copied, an MLflow child run tagged with the run it came from."
+    r, origin = plan["record"], plan["cached_from"]
+    child = client.create_run(exp_id, run_name=stage.name, tags={
+        "mlflow.parentRunId": parent_id, "mlops_nb.stage": stage.name, "mlops_nb.cached_from": origin,
+        "mlops_nb.cached_mlflow_run": r.get("cached_mlflow_run") or r.get("mlflow_run_id", ""), "mlops_nb.why": plan["why"]})
+    client.set_terminated(child.info.run_id, "FINISHED")
+    return {"name": stage.name, "status": "cached", "cached_from": origin, "why": plan["why"],
+            "report": r.get("report"), "html": r.get("html"), "mlflow_run_id": child.info.run_id,
+            "cached_mlflow_run": r.get("cached_mlflow_run") or r.get("mlflow_run_id"),
+            "cache_key": plan.get("key") or r.get("cache_key"), "cache_parts": plan.get("parts") or r.get("cache_parts")}
+
+def _from_base(stage: Stage, base: Path, record: dict) -> dict:
+    "The plan of a stage taken as it is from the base run (not selected)."
+    origin = record.get("cached_from") or base.name
+    return {"action": "cached", "why": f"not selected: taken from run {base.name}", "from_dir": base, "record": record,
+            "cached_from": origin}
+
+def _dry_run(cfg, chosen, base, upstream, nb_dir, forced, cache, echo) -> dict:
+    "Say what a run would do, stage by stage, and why; create nothing."
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(cfg.tracking) if _has_runs(cfg) else None
+    earlier = earlier_stages(cfg.workspace_path) if cache else []
+    where, plans = {}, []
+    for stage in DAG[:DAG.index(chosen[-1]) + 1]:
+        if stage.name in upstream: p = _from_base(stage, base, upstream[stage.name])
+        else: p = plan_stage(stage, cfg, nb_dir, where, earlier, client, stage.name in forced)
+        where[stage.name] = p.get("from_dir")
+        plans.append({"name": stage.name, "action": p["action"], "why": p["why"],
+                      **({"cached_from": p["cached_from"]} if p["action"] == "cached" else {})})
+        echo(f"{stage.name:<9} {'would run' if p['action'] == 'run' else 'cached':<9} {p['why']}")
+    return {"dry_run": True, "status": "planned", "stages": plans}
+
+def run_timing(records: list[dict]) -> dict:
+    "Where a run's time went: the `timing` of its stages summed (`cached`: the time reuse took); kept stages of a resumed run left out."
+    total = {}
+    for r in records:
+        for k, v in ({} if r.get("resumed") else r.get("timing") or {}).items(): total[k] = round(total.get(k, 0) + v, 2)
+    return total
+
+def _timing_text(t: dict) -> str: return ", ".join(f"{k} {v:.2f}s" for k, v in t.items())
+
+def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, base=None, upstream=None,
+         forced=frozenset(), cache=True) -> dict:
     import mlflow
     previous = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     done = _kept_stages(previous, chosen, run_dir) if resume else {}
+    upstream = upstream or {}
     mlflow.set_tracking_uri(cfg.tracking)
     exp_id = ensure_experiment(cfg, client)
     reap_dead_runs(cfg, client, exp_id, echo)
+    earlier = earlier_stages(cfg.workspace_path, exclude=run_id) if cache else []
     parent_id = previous.get("mlflow_run_id")
     if parent_id is None:
         parent_id = client.create_run(exp_id, run_name=run_id, tags={"mlops_nb.run_id": run_id}).info.run_id
@@ -586,38 +847,61 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks) 
     t0, records, status, interrupted = time.perf_counter(), [], "succeeded", None
     summarise = lambda st, **kw: write_json(run_dir / "summary.json", build_summary(
         run_id, run_dir, cfg, records, st, mlflow_run_id=parent_id, experiment_id=exp_id,
-        seconds=round(time.perf_counter() - t0, 2), stage_notebooks=notebooks, **kw))
+        seconds=round(time.perf_counter() - t0, 2), stage_notebooks=notebooks, timing=run_timing(records), **kw))
     echo(f"stage notebooks: {notebooks['source']} ({nb_dir})")
     summarise("running")  # from here a crash leaves a summary a later run can find
     i, stage = 0, None
+    todo = DAG[:DAG.index(chosen[-1]) + 1]
+    here = {s.name: run_dir for s in todo}  # every upstream product is in this run's folder by the time it is read
+    reports, unreported = ThreadPoolExecutor(1, thread_name_prefix="mlops-nb-report"), {}  # HTML rendered off the critical path
     try:
-        for i, stage in enumerate(chosen, 1):
+        for i, stage in enumerate(todo, 1):
+            n = f"[{i}/{len(todo)}] {stage.name:<9}"
             if stage.name in done:
-                records.append({**done[stage.name], "status": "succeeded", "resumed": True})
-                echo(f"[{i}/{len(chosen)}] {stage.name:<9} already succeeded, kept"); continue
-            echo(f"[{i}/{len(chosen)}] {stage.name:<9} running…")
-            _log_line(run_dir, f"start {stage.name}")
-            rec = run_stage(stage, cfg, run_dir, client, exp_id, parent_id, nb_dir)
+                records.append({**done[stage.name], "resumed": True})
+                echo(f"{n} already {done[stage.name]['status']}, kept"); continue
+            t1 = time.perf_counter()
+            plan = (_from_base(stage, base, upstream[stage.name]) if stage.name in upstream else
+                    plan_stage(stage, cfg, nb_dir, here, earlier, client, stage.name in forced))
+            if plan["action"] == "cached":
+                _reuse(stage, plan["from_dir"], run_dir)
+                took = round(time.perf_counter() - t1, 2)
+                rec = {**_cached_record(stage, plan, client, exp_id, parent_id), "seconds": took, "timing": {"cached": took}}
+                records.append(rec)
+                _log_line(run_dir, f"cached {stage.name} from run {rec['cached_from']} in {took}s ({plan['why']})")
+                echo(f"{n} cached: {plan['why']}"); summarise("running"); continue
+            echo(f"{n} running… ({plan['why']})")
+            _log_line(run_dir, f"start {stage.name} ({plan['why']})")
+            rec = run_stage(stage, cfg, run_dir, client, exp_id, parent_id, nb_dir, reports)
+            unreported[stage.name] = (rec, rec.pop("_pending"))
+            rec.update({"why": plan["why"],
+                        **({"cache_key": plan["key"], "cache_parts": plan["parts"]} if plan.get("key") else {})})
             records.append(rec)
-            _log_line(run_dir, f"{rec['status']} {stage.name} {rec['seconds']}s {rec.get('error', '')}")
+            _log_line(run_dir, f"{rec['status']} {stage.name} {rec['seconds']}s ({_timing_text(rec['timing'])}) {rec.get('error', '')}")
             if rec["status"] != "succeeded":
                 status, interrupted = "failed", rec.get("interrupted")
-                echo(f"[{i}/{len(chosen)}] {stage.name:<9} FAILED after {rec['seconds']:.1f} s\n    {rec['error']}\n"
+                echo(f"{n} FAILED after {rec['seconds']:.1f} s\n    {rec['error']}\n"
                      f"    executed notebook: {rec['report']}\n    resume with: mlops-nb run --resume {run_id}")
                 break
-            echo(f"[{i}/{len(chosen)}] {stage.name:<9} ok ({rec['seconds']:.1f} s)")
+            echo(f"{n} ok ({rec['seconds']:.1f} s)")
             result = _read_result(run_dir, stage.name)
             for note in result.get("inferred", []): echo(f"    inferred {note}")
             for note in result.get("notes", []): echo(f"    note: {note}")
             summarise("running")
+            if stop_signal(): raise Interrupted(stop_signal())  # asked to stop while the stage was ending: stop here
     except KeyboardInterrupt as e:  # a signal outside a stage's notebook (starting it, or between two)
         status, interrupted = "failed", getattr(e, "signal", "SIGINT")
         _log_line(run_dir, f"interrupted by {interrupted}")
         if stage is not None and (not records or records[-1]["name"] != stage.name):
             records.append({"name": stage.name, "status": "failed", "error": f"interrupted by {interrupted}",
                             "interrupted": interrupted, "seconds": 0.0})
-            echo(f"[{i}/{len(chosen)}] {stage.name:<9} FAILED: interrupted by {interrupted}\n"
+            echo(f"[{i}/{len(todo)}] {stage.name:<9} FAILED: interrupted by {interrupted}\n"
                  f"    resume with: mlops-nb run --resume {run_id}")
+    finally:  # the reports rendered meanwhile are logged before the run says how it ended
+        for rec, pending in unreported.values():
+            t = finish_stage(rec, client, pending)["timing"]
+            _log_line(run_dir, f"report {rec['name']} logged (rendered in {t.get('render', 0)}s meanwhile, logged in {t['logging']}s)")
+        reports.shutdown()
     extra = {"interrupted": interrupted, "error": f"interrupted by {interrupted}"} if interrupted else {}
     summary = json.loads(summarise(status, **extra).read_text())
     client.log_artifact(parent_id, str(run_dir / "summary.json"))

@@ -214,11 +214,12 @@ def _description(evaluation: dict, reason: str) -> str:
 # %% ../nbs/api/09_registry.ipynb #daf8f5a8
 RUN_TAG = "pipeline_run"  # a version carrying this tag is that pipeline run's registration (see `register`)
 
-def _run_version(name: str, run: str | None, client):
-    "The version an earlier attempt of pipeline run `run` registered, or None."
-    if not run: return None
-    found = client.search_model_versions(f"name='{name}' and tags.{RUN_TAG} = '{run}'")
-    return min(found, key=lambda v: int(v.version)) if found else None
+def _run_version(name: str, run: str | None, client, model_uri: str | None = None):
+    "The version an earlier attempt of pipeline run `run` registered, else the one of the same model (`model_uri`), or None."
+    for key, value in ((RUN_TAG, run), ("model_uri", model_uri)):  # a reused (cached) model is never registered twice
+        found = client.search_model_versions(f"name='{name}' and tags.{key} = '{value}'") if value else []
+        if found: return min(found, key=lambda v: int(v.version))
+    return None
 
 
 def _new_version(model_uri: str, name: str, evaluation: dict, client, who: str | None, tags: dict | None):
@@ -253,7 +254,7 @@ def register(model_uri: str, # the model `train` logged (`models:/m-…` or `run
         if key not in evaluation: raise KeyError(f"evaluation has no '{key}': pass the result of `evaluate` (evaluation.json)")
     with _lock(client):
         _ensure_model(name, client)
-        mv = _run_version(name, (tags or {}).get(RUN_TAG), client)
+        mv = _run_version(name, (tags or {}).get(RUN_TAG), client, model_uri)
         reused = mv is not None
         mv = mv or _new_version(model_uri, name, evaluation, client, who, tags)
         version, reason = str(mv.version), _reason(evaluation)

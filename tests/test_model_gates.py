@@ -34,10 +34,10 @@ WORSE = ["tuning.families=[linear]", "tuning.n_trials=1", f"drop=[{','.join(INFO
 UNFAIR = ["gates.fairness.demographic_parity_difference.max=0.0001", "gates.threshold=0.25"]
 
 
-def _run(ws: Path, *extra: str) -> dict:
+def _run(ws: Path, *extra: str, force: bool = False) -> dict:
     cfg = load_config(ROOT / "pipeline.yaml", small_overrides(ws, *extra), env={})
     t = time.perf_counter()
-    s = run_pipeline(cfg, echo=lambda msg: None)
+    s = run_pipeline(cfg, echo=lambda msg: None, force=force)
     s["_seconds"] = round(time.perf_counter() - t, 1)
     assert s["status"] == "succeeded", [(x["name"], x.get("error")) for x in s["stages"]]
     return s
@@ -52,7 +52,7 @@ def runs(tmp_path_factory):
     ws = tmp_path_factory.mktemp("gates_ws")
     first = _run(ws)
     worse = _run(ws, *WORSE)  # every stage: analyze writes the schema the model stages read (leaking features dropped)
-    unfair = _run(ws, *UNFAIR)
+    unfair = _run(ws, *UNFAIR, force=True)  # a model of its own: unforced, first's model would be reused (it is v1 already)
     print(f"\nrun seconds: first {first['_seconds']}, worse {worse['_seconds']}, unfair {unfair['_seconds']}")
     return {"ws": ws, "first": first, "worse": worse, "unfair": unfair,
             "client": MlflowClient(first["tracking_uri"]), "name": first["model"]["name"]}

@@ -61,7 +61,7 @@ def test_progress_and_json_streams(demo_run):
 
 def test_failed_stage_stops_and_resumes(tmp_path):
     data = tmp_path / "loans.csv"
-    data.write_text("id,amount,label\n" + "".join(f"{i},{i * 10},{i % 2}\n" for i in range(300)))
+    data.write_text("id,amount,label\n" + "".join(f"{i},{i * 10},{i % 2}\n" for i in range(300)))  # enough rows for a test split of validation.min_test_rows
     ov = [f"workspace={tmp_path / 'ws'}"]
     r = mlops("run", "--data", data, "--target", "outcome", "--stages", "gather,validate,analyze", *params(ov), "--json")
     assert r.returncode == 1
