@@ -114,15 +114,20 @@ def _datetimes(vals: list, errors: str = "raise") -> pd.Series:
     "ISO texts as naive UTC datetimes (offsets converted, text without one taken as UTC)."
     return pd.to_datetime(pd.Series(vals, dtype=object), errors=errors, format="ISO8601", utc=True).dt.tz_localize(None)
 
+def _bad_datetimes(vals: list) -> list[int]:
+    "Rows whose value is not null and not an ISO date-time: one vectorised parse, a second only when it fails."
+    try: _datetimes(vals); return []
+    except (ValueError, OverflowError): pass
+    miss = _datetimes(vals, errors="coerce").isna().to_numpy() & pd.notna(np.array(vals, dtype=object))
+    return np.flatnonzero(miss).tolist()
+
 def check_columns(cols: dict[str, list], fields: dict[str, str]) -> None:
     "Raise `InputError(422)` naming the first field whose values do not match its signature type."
     for f, vals in cols.items():
         kind = _kind(fields[f])
         ok = _OK_TYPES.get(kind)
         bad = [i for i, v in enumerate(vals) if _bad(v, kind)] if ok and not set(map(type, vals)) <= ok else []
-        if kind == "datetime" and not bad:
-            parsed = _datetimes(vals, errors="coerce")
-            bad = [i for i, (v, p) in enumerate(zip(vals, parsed)) if v is not None and p is pd.NaT]
+        if kind == "datetime" and not bad: bad = _bad_datetimes(vals)
         if bad:
             raise InputError(422, f"field '{f}' expected {_WANT[kind]} (or null), found {vals[bad[0]]!r} in "
                                   f"{len(bad)} row(s) (first: row {bad[0]})")
@@ -146,10 +151,11 @@ def _from_split(obj, fields: dict[str, str]) -> dict[str, list]:
     if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
         raise InputError(422, "dataframe_split: expected {\"columns\": [...], \"data\": [[...], ...]}")
     cols, data = obj.get("columns") or list(fields), obj["data"]
-    bad = [i for i, row in enumerate(data) if not isinstance(row, list) or len(row) != len(cols)]
-    if bad: raise InputError(422, f"dataframe_split: row {bad[0]} does not have {len(cols)} values (one per column)")
-    idx = {c: j for j, c in enumerate(cols)}
-    return {f: [row[idx[f]] for row in data] if f in idx else [None] * len(data) for f in fields}
+    if not (set(map(type, data)) <= {list} and set(map(len, data)) <= {len(cols)}):  # C loops, not a Python one per row
+        bad = next(i for i, row in enumerate(data) if not isinstance(row, list) or len(row) != len(cols))
+        raise InputError(422, f"dataframe_split: row {bad} does not have {len(cols)} values (one per column)")
+    by_col = dict(zip(cols, map(list, zip(*data)))) if data else {c: [] for c in cols}  # one transpose
+    return {f: by_col[f] if f in by_col else [None] * len(data) for f in fields}
 
 def _from_columns(obj: dict, fields: dict[str, str], where: str) -> dict[str, list]:
     "Columns from a mapping of field → list of values (`inputs`/`instances` in columnar form)."
