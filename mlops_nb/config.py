@@ -322,7 +322,7 @@ def load_config(path: str | Path | None = None, # `pipeline.yaml`; None for defa
     if data is not None:
         ov = data_overrides(data) + ov
         if target is None: raise ConfigError("--data needs --target: the name of the label column")
-        if "name" not in raw: ov = [f"name={name_from_path(data)}"] + ov  # a `-p name=…` later in `ov` still wins
+        ov = [f"name={name_from_path(data)}"] + ov  # models and experiments per data set; a `-p name=…` later in `ov` still wins
     if target is not None: ov = [f"target={target}"] + ov
     for var, key in (("MLOPS_NB_TRACKING_URI", "tracking_uri"), ("MLOPS_NB_OPTUNA_STORAGE", "tuning.storage")):
         if env.get(var): ov = [f"{key}={env[var]}"] + ov

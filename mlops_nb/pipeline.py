@@ -28,12 +28,13 @@ from .config import (STAGES, ConfigError, PipelineConfig, apply_overrides, data_
 from .data import write_json
 
 # %% auto #0
-__all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'UNLOGGED_SUFFIXES', 'STAGE_KERNEL_ENV', 'KERNEL_FILE_PREFIX', 'RUN_LOCK',
-           'PROJECT_HEADER', 'Stage', 'notebook_parameters', 'check_stage_notebook', 'check_dag', 'packaged_stages_dir',
-           'stages_dir', 'describe_stages', 'new_run_id', 'latest_run_dir', 'ensure_experiment', 'StageContext',
-           'open_stage', 'prepare_run', 'build_summary', 'IPCKernelManager', 'shutdown_stage_kernels',
-           'remove_stale_kernel_files', 'Interrupted', 'signals_interrupt', 'exit_code', 'run_alive', 'close_open_runs',
-           'reap_dead_runs', 'mark_latest', 'latest_resumable', 'run_stage', 'run_pipeline', 'init_project']
+__all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'EXPERIMENT_TAGS', 'UNLOGGED_SUFFIXES', 'STAGE_KERNEL_ENV', 'KERNEL_FILE_PREFIX',
+           'RUN_LOCK', 'FIX_FIRST_ERRORS', 'PROJECT_HEADER', 'Stage', 'notebook_parameters', 'check_stage_notebook',
+           'check_dag', 'packaged_stages_dir', 'stages_dir', 'describe_stages', 'new_run_id', 'latest_run_dir',
+           'ensure_experiment', 'StageContext', 'open_stage', 'prepare_run', 'build_summary', 'IPCKernelManager',
+           'shutdown_stage_kernels', 'remove_stale_kernel_files', 'Interrupted', 'signals_interrupt', 'exit_code',
+           'run_alive', 'close_open_runs', 'reap_dead_runs', 'mark_latest', 'latest_resumable', 'resume_helps',
+           'run_stage', 'run_pipeline', 'init_project']
 
 # %% ../nbs/api/10_pipeline.ipynb #aa0a1c80
 @dataclass(frozen=True)
@@ -143,12 +144,19 @@ def _find_config(start: Path) -> Path | None:
     return None
 
 # %% ../nbs/api/10_pipeline.ipynb #12a96e03
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}  # MLflow 3's UI opens such an experiment on its runs table, not its GenAI (traces) view
+
 def ensure_experiment(cfg: PipelineConfig, client=None) -> str:
-    "The id of the project's MLflow experiment, created with the workspace's artifact root if missing."
+    "The id of the project's MLflow experiment (a model-training one), created with the workspace's artifact root if missing."
     from mlflow.tracking import MlflowClient
+    from mlops_nb.registry import repoint_artifacts
     client = client or MlflowClient(cfg.tracking)
+    repoint_artifacts(cfg.tracking, cfg.artifacts)  # a moved or copied workspace writes into its own folder
     exp = client.get_experiment_by_name(cfg.name)
-    return exp.experiment_id if exp else client.create_experiment(cfg.name, artifact_location=cfg.artifacts)
+    if exp is None: return client.create_experiment(cfg.name, artifact_location=cfg.artifacts, tags=EXPERIMENT_TAGS)
+    for k, v in EXPERIMENT_TAGS.items():
+        if exp.tags.get(k) != v: client.set_experiment_tag(exp.experiment_id, k, v)
+    return exp.experiment_id
 
 # %% ../nbs/api/10_pipeline.ipynb #626bf131
 UNLOGGED_SUFFIXES = (".parquet",)  # data tables stay in the workspace (they can be large); MLflow gets their record
@@ -460,6 +468,18 @@ def latest_resumable(workspace: Path) -> Path | None:
         if s.get("status") != "succeeded" and not run_alive(p): return p
     return None
 
+# %% ../nbs/api/10_pipeline.ipynb #d62c3320
+# errors that say the configuration or the data must change (the library raises ValueError/KeyError for bad input):
+# a resumed run keeps its copy of both and would fail the same way
+FIX_FIRST_ERRORS = ("ConfigError", "DataSourceError", "BatchRejected", "LeakageError", "ValueError", "KeyError")
+
+def resume_helps(summary: dict) -> bool:
+    "Can `--resume` get a failed run further? Yes after an interruption, a death or a crash; no after a configuration or data mistake."
+    if summary.get("status") == "succeeded": return False
+    if summary.get("interrupted") or summary.get("status") == "killed": return True
+    failed = [s for s in summary.get("stages", []) if s.get("status") == "failed"]
+    return not any(str(s.get("error", "")).startswith(FIX_FIRST_ERRORS) for s in failed)
+
 # %% ../nbs/api/10_pipeline.ipynb #ce968ea0
 def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: Path, client, experiment_id: str, parent_run_id: str,
               nb_dir: Path | None = None) -> dict:
@@ -581,7 +601,7 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks) 
             if rec["status"] != "succeeded":
                 status, interrupted = "failed", rec.get("interrupted")
                 echo(f"[{i}/{len(chosen)}] {stage.name:<9} FAILED after {rec['seconds']:.1f} s\n    {rec['error']}\n"
-                     f"    executed notebook: {rec['report']}\n    resume with: mlops-nb run --resume {run_id}")
+                     f"    executed notebook: {rec['report']}")
                 break
             echo(f"[{i}/{len(chosen)}] {stage.name:<9} ok ({rec['seconds']:.1f} s)")
             result = _read_result(run_dir, stage.name)
