@@ -73,3 +73,58 @@ def test_resume_hint_works_as_printed_and_the_account_is_on_stdout(tmp_path):
     r = subprocess.run([*CLI, *cmd[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "succeeded" in r.stdout and "resume with" not in r.stdout
+
+
+FAST = params(["tuning.n_trials=2", "tuning.cv_folds=2", "tuning.families=[linear]"])
+
+
+def _churn(path, n=600, seed=1):
+    rng = np.random.default_rng(seed)
+    tenure, charges = rng.integers(1, 72, n), rng.normal(70, 20, n).round(2)
+    contract = rng.choice(["monthly", "yearly", "two-year"], n)
+    logit = -0.04 * tenure + 0.02 * (charges - 70) + np.where(contract == "monthly", 0.8, -0.6) + rng.normal(0, 1, n)
+    pd.DataFrame({"customer": [f"C{i}" for i in range(n)], "tenure": tenure, "charges": charges, "contract": contract,
+                  "churned": (logit > 0).astype(int)}).to_csv(path, index=False)
+    return path
+
+
+def _artifact_files(folder):
+    return {p for p in (folder / "artifacts").rglob("*") if p.is_file()}
+
+
+def test_a_copied_workspace_works_on_its_own_and_a_second_data_set_keeps_its_own_models(demo_run, tmp_path):
+    "Copy the demo's workspace, hide the original, and keep working in the copy: models, the champion, new runs."
+    import mlflow
+    ws, s, _ = demo_run
+    copy = tmp_path / "copied ws"
+    shutil.copytree(ws, copy)
+    hidden = ws.with_name(ws.name + ".hidden")
+    ws.rename(hidden)
+    try:
+        r = mlops("models", "--workspace", copy)
+        assert r.returncode == 0, r.stderr
+        header, row = r.stdout.splitlines()[:2]
+        assert header.split()[:3] == ["version", "aliases", "passed"] and row.split()[0] == "1"
+        assert header.index("aliases") == row.index("challenger, champion"), "columns are aligned"
+        mlflow.set_tracking_uri(f"sqlite:///{copy / 'mlflow.db'}")
+        champion = mlflow.pyfunc.load_model(f"models:/{s['model']['name']}@champion")  # read from the copy
+        assert champion.metadata.run_id
+        before = _artifact_files(copy)
+        churn = _churn(tmp_path / "churn.csv")
+        r = mlops("run", "--data", churn, "--target", "churned", "--workspace", copy, *FAST, "--json", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        s2 = json.loads(r.stdout)
+        assert s2["model"]["name"] == "churn" and s2["model"]["version"] == "1"  # its own registered model
+        assert s2["model"]["promoted"], s2["model"]
+        new = _artifact_files(copy) - before
+        assert any(p.name == "summary.json" for p in new) and any("report" in p.parts for p in new)
+        assert not ws.exists(), "nothing was written to the original folder"
+        runs = mlflow.MlflowClient().search_runs([s2["experiment_id"]])
+        assert runs and all(r.info.artifact_uri.startswith((copy / "artifacts").as_uri()) for r in runs)
+        # the same data set under the demo's name on purpose: the demo's champion is not compared, and the run says why
+        r = mlops("run", "--data", churn, "--target", "churned", "--workspace", copy, "-p", f"name={s['model']['name']}",
+                  "--stages", "gather,validate,analyze,prepare,tune,train,evaluate", *FAST, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "note: the champion (v1) was trained on another table (it needs column(s) [" in r.stderr
+    finally:
+        hidden.rename(ws)
