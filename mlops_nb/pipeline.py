@@ -28,13 +28,13 @@ from .config import (STAGES, ConfigError, PipelineConfig, apply_overrides, data_
 from .data import write_json
 
 # %% auto #0
-__all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'EXPERIMENT_TAGS', 'UNLOGGED_SUFFIXES', 'STAGE_KERNEL_ENV', 'KERNEL_FILE_PREFIX',
-           'RUN_LOCK', 'FIX_FIRST_ERRORS', 'PROJECT_HEADER', 'Stage', 'notebook_parameters', 'check_stage_notebook',
-           'check_dag', 'packaged_stages_dir', 'stages_dir', 'describe_stages', 'new_run_id', 'latest_run_dir',
-           'ensure_experiment', 'StageContext', 'open_stage', 'prepare_run', 'build_summary', 'IPCKernelManager',
-           'shutdown_stage_kernels', 'remove_stale_kernel_files', 'Interrupted', 'signals_interrupt', 'exit_code',
-           'run_alive', 'close_open_runs', 'reap_dead_runs', 'mark_latest', 'latest_resumable', 'resume_helps',
-           'run_stage', 'run_pipeline', 'init_project']
+__all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'EXPERIMENT_TAGS', 'UNLOGGED_SUFFIXES', 'PARENT_SETTINGS', 'STAGE_KERNEL_ENV',
+           'KERNEL_FILE_PREFIX', 'RUN_LOCK', 'FIX_FIRST_ERRORS', 'PROJECT_HEADER', 'Stage', 'notebook_parameters',
+           'check_stage_notebook', 'check_dag', 'packaged_stages_dir', 'stages_dir', 'describe_stages', 'new_run_id',
+           'latest_run_dir', 'ensure_experiment', 'StageContext', 'open_stage', 'prepare_run', 'build_summary',
+           'log_parent_run', 'IPCKernelManager', 'shutdown_stage_kernels', 'remove_stale_kernel_files', 'Interrupted',
+           'signals_interrupt', 'exit_code', 'run_alive', 'close_open_runs', 'reap_dead_runs', 'mark_latest',
+           'latest_resumable', 'resume_helps', 'run_stage', 'run_pipeline', 'init_project']
 
 # %% ../nbs/api/10_pipeline.ipynb #aa0a1c80
 @dataclass(frozen=True)
@@ -309,6 +309,32 @@ def build_summary(run_id: str, run_dir: Path, cfg: PipelineConfig, stages: list[
             "rows": r["validate"].get("rows"), "inferred": r["validate"].get("inferred", []) + r["analyze"].get("inferred", []),
             "flags": r["analyze"].get("flags", []), "metrics": r["evaluate"].get("metrics", {}),
             "model": model or None, "snapshot_id": r["gather"].get("snapshot_id"), **extra}
+
+# %% ../nbs/api/10_pipeline.ipynb #5b961565
+PARENT_SETTINGS = ("target", "split.method", "tuning.metric", "tuning.n_trials", "tuning.families", "seed")  # the settings that tell runs apart in MLflow's runs table
+
+def log_parent_run(client, # MlflowClient of the run's store
+                   parent_id: str, # the pipeline's parent MLflow run
+                   summary: dict, # `build_summary(...)` of the run
+                   cfg: PipelineConfig) -> None:
+    "Put the run's headline on its parent MLflow run: test metrics, chosen family, key settings, the training snapshot."
+    from functools import reduce
+    from mlflow.entities import DatasetInput, InputTag, Metric, Param
+    from mlops_nb.data import Snapshot, snapshot_dataset
+    run_dir, ts = Path(summary["run_dir"]), int(time.time() * 1000)
+    metrics = [Metric(f"test_{k}", float(v), ts, 0) for k, v in (summary.get("metrics") or {}).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    params = {"family": _read_result(run_dir, "train").get("family"), "task": summary.get("task"),
+              "snapshot_id": summary.get("snapshot_id"), **{k: reduce(getattr, k.split("."), cfg) for k in PARENT_SETTINGS}}
+    known = client.get_run(parent_id).data.params  # parameters are write-once: a resumed run keeps the first values
+    client.log_batch(parent_id, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in params.items()
+                                                         if v is not None and k not in known])
+    model = summary.get("model") or {}
+    if model.get("version"): client.set_tag(parent_id, "model", f"{model['name']} v{model['version']}"
+                                            + (" (champion)" if model.get("promoted") else ""))
+    try: ds = snapshot_dataset(Snapshot.load(run_dir / "gather" / "snapshot.json"), cfg.target)
+    except (OSError, TypeError, ValueError, KeyError): return  # no snapshot (gather did not run), or it is gone
+    client.log_inputs(parent_id, [DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", "training")])])
 
 # %% ../nbs/api/10_pipeline.ipynb #bf43136e
 def _error_of(exc: BaseException) -> str:
@@ -616,6 +642,7 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks) 
     client.log_artifact(parent_id, str(run_dir / "summary.json"))
     why = f"interrupted by {interrupted}" if interrupted else "still running when the pipeline run ended"
     close_open_runs(client, exp_id, parent_id, "KILLED" if interrupted else "FAILED", why)  # trials a kernel left open
+    log_parent_run(client, parent_id, summary, cfg)
     client.set_terminated(parent_id, "FINISHED" if status == "succeeded" else "FAILED")
     if status == "succeeded": mark_latest(cfg.workspace_path, run_id)
     return summary

@@ -128,3 +128,22 @@ def test_a_copied_workspace_works_on_its_own_and_a_second_data_set_keeps_its_own
         assert "note: the champion (v1) was trained on another table (it needs column(s) [" in r.stderr
     finally:
         hidden.rename(ws)
+
+
+def test_the_mlflow_ui_and_optuna_dashboard_get_what_matters(demo_run):
+    "Read back from the store what the UIs show: experiment kind, the parent run's headline, the dataset, the objective."
+    import mlflow
+    import optuna
+    ws, s, _ = demo_run
+    client = mlflow.MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
+    exp = client.get_experiment(s["experiment_id"])
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    parent = client.get_run(s["mlflow_run_id"])
+    assert parent.data.metrics["test_roc_auc"] == pytest.approx(s["metrics"]["roc_auc"])
+    assert parent.data.params["family"] in ("linear", "hgb") and parent.data.params["target"] == "default"
+    assert parent.data.params["snapshot_id"] == s["snapshot_id"]
+    for run in (parent, client.get_run(next(x["mlflow_run_id"] for x in s["stages"] if x["name"] == "train"))):
+        (ds,) = run.inputs.dataset_inputs
+        assert ds.dataset.digest == s["snapshot_id"][:32] and ds.tags[0].value == "training"
+    study = optuna.load_study(study_name=f"{s['model']['name']}-{s['run_id']}", storage=f"sqlite:///{ws / 'optuna.db'}")
+    assert study.metric_names == ["roc_auc"]
