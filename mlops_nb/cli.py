@@ -13,16 +13,14 @@ from typing import Optional
 
 import typer
 
-from .config import ConfigError, PipelineConfig, load_config
+from .config import WORKSPACE_ENV, ConfigError, PipelineConfig, load_config
 
 # %% auto #0
-__all__ = ['app', 'WORKSPACE_ENV', 'run', 'init', 'validate', 'promote', 'rollback', 'models']
+__all__ = ['app', 'run', 'init', 'validate', 'promote', 'rollback', 'models']
 
 # %% ../nbs/api/11_cli.ipynb #7b513604
 app = typer.Typer(help="Notebook-first MLOps: run the pipeline, validate data, manage the model registry.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-
-WORKSPACE_ENV = "MLOPS_NB_WORKSPACE"  # one workspace for every command of a shell session (and for stage notebooks)
 
 def _workspace_option():
     return typer.Option(None, "--workspace", "-w", envvar=WORKSPACE_ENV,

@@ -15,10 +15,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['Scenario', 'Family', 'Task', 'STAGES', 'NAME_PATTERN', 'DemoConfig', 'DataConfig', 'SplitConfig', 'ValidationConfig',
-           'AnalysisConfig', 'FeaturesConfig', 'TuningConfig', 'TrainingConfig', 'Bound', 'ChampionGate', 'GatesConfig',
-           'RegistryConfig', 'PipelineConfig', 'ConfigError', 'validate_config', 'apply_overrides', 'data_overrides',
-           'name_from_path', 'load_config', 'dump_config', 'config_reference']
+__all__ = ['Scenario', 'Family', 'Task', 'STAGES', 'NAME_PATTERN', 'WORKSPACE_ENV', 'DemoConfig', 'DataConfig', 'SplitConfig',
+           'ValidationConfig', 'AnalysisConfig', 'FeaturesConfig', 'TuningConfig', 'TrainingConfig', 'Bound',
+           'ChampionGate', 'GatesConfig', 'RegistryConfig', 'PipelineConfig', 'ConfigError', 'validate_config',
+           'apply_overrides', 'data_overrides', 'name_from_path', 'load_config', 'dump_config', 'config_reference']
 
 # %% ../nbs/api/00_config.ipynb #bf4efb1d
 def _one_item_lists(model: type[BaseModel], data):
@@ -327,6 +327,9 @@ def load_config(path: str | Path | None = None, # `pipeline.yaml`; None for defa
     for var, key in (("MLOPS_NB_TRACKING_URI", "tracking_uri"), ("MLOPS_NB_OPTUNA_STORAGE", "tuning.storage")):
         if env.get(var): ov = [f"{key}={env[var]}"] + ov
     return validate_config(apply_overrides(raw, ov), source, base)
+
+# %% ../nbs/api/00_config.ipynb #c66628a5
+WORKSPACE_ENV = "MLOPS_NB_WORKSPACE"  # one workspace for every command of a shell session, and for stage notebooks opened by hand
 
 # %% ../nbs/api/00_config.ipynb #09a9f5d4
 def dump_config(cfg: PipelineConfig, path: str | Path) -> Path:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import ast
 import importlib.resources
 import json
+import logging
 import os
 import shutil
 import sys
 import time
 import traceback
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .config import (STAGES, ConfigError, PipelineConfig, apply_overrides, data_overrides, dump_config,
+from .config import (STAGES, WORKSPACE_ENV, ConfigError, PipelineConfig, apply_overrides, data_overrides, dump_config,
                              load_config, name_from_path, validate_config)
 from .data import write_json
 
@@ -31,10 +33,11 @@ from .data import write_json
 __all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'EXPERIMENT_TAGS', 'UNLOGGED_SUFFIXES', 'PARENT_SETTINGS', 'STAGE_KERNEL_ENV',
            'KERNEL_FILE_PREFIX', 'RUN_LOCK', 'FIX_FIRST_ERRORS', 'PROJECT_HEADER', 'Stage', 'notebook_parameters',
            'check_stage_notebook', 'check_dag', 'packaged_stages_dir', 'stages_dir', 'describe_stages', 'new_run_id',
-           'latest_run_dir', 'ensure_experiment', 'StageContext', 'open_stage', 'prepare_run', 'build_summary',
-           'log_parent_run', 'IPCKernelManager', 'shutdown_stage_kernels', 'remove_stale_kernel_files', 'Interrupted',
-           'signals_interrupt', 'exit_code', 'run_alive', 'close_open_runs', 'reap_dead_runs', 'mark_latest',
-           'latest_resumable', 'resume_helps', 'run_stage', 'run_pipeline', 'init_project']
+           'latest_run_dir', 'ensure_experiment', 'StageContext', 'StageNotReady', 'quiet_stage', 'open_stage',
+           'prepare_run', 'build_summary', 'log_parent_run', 'IPCKernelManager', 'shutdown_stage_kernels',
+           'remove_stale_kernel_files', 'Interrupted', 'signals_interrupt', 'exit_code', 'run_alive', 'close_open_runs',
+           'reap_dead_runs', 'mark_latest', 'latest_resumable', 'resume_helps', 'run_stage', 'run_pipeline',
+           'init_project']
 
 # %% ../nbs/api/10_pipeline.ipynb #aa0a1c80
 @dataclass(frozen=True)
@@ -180,7 +183,7 @@ class StageContext:
         p = Path(given) if given else self.run_dir / self.stage.inputs[key]
         if not p.exists():
             up = self.stage.inputs[key].split("/")[0]
-            raise FileNotFoundError(f"stage '{self.stage.name}' needs {p}, made by stage '{up}', which has not run in "
+            raise StageNotReady(f"stage '{self.stage.name}' needs {p}, made by stage '{up}', which has not run in "
                                     f"{self.run_dir}; run it first (mlops-nb run --stages {up},{self.stage.name})")
         return p
 
@@ -263,6 +266,34 @@ class StageContext:
         mlflow.end_run()
         if self.interactive: mark_latest(self.cfg.workspace_path, self.run_dir.name)  # the runner marks its own runs
 
+# %% ../nbs/api/10_pipeline.ipynb #d242f8cb
+class StageNotReady(FileNotFoundError):
+    "What a stage reads has not been made yet; the message says what to run first (one line in a notebook, no traceback)."
+    def _render_traceback_(self) -> list[str]: return [f"{type(self).__name__}: {self}"]
+
+class _NoShutdownInterrupt(logging.Filter):
+    "Drop ipykernel's 'KeyboardInterrupt caught in kernel': jupyter_client interrupts every kernel it shuts down."
+    def filter(self, record): return not record.getMessage().startswith("KeyboardInterrupt caught in kernel")
+
+def quiet_stage() -> None:
+    "Keep a stage's outputs to what the project says, however it runs: no progress-widget warnings, no MLflow INFO lines."
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a kernel without ipywidgets
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # read by MLflow at each download
+    os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"  # "Creating initial MLflow database tables…": read when mlflow is imported,
+    for name in ("mlflow", "alembic"): logging.getLogger(name).setLevel(logging.WARNING)  # ... and set here if it already was
+    logging.getLogger("IPKernelApp").addFilter(_NoShutdownInterrupt())
+
+def _fail_run_on_error(ctx) -> None:
+    "In a notebook opened by hand, a cell that fails ends the stage's MLflow run as FAILED (the runner marks its own)."
+    try: ip = get_ipython()  # noqa: F821 (defined in IPython kernels only)
+    except NameError: return
+    def after(result):
+        import mlflow
+        run = mlflow.active_run()
+        if result.error_in_exec is not None and run is not None and run.info.run_id == ctx.mlflow_run_id:
+            mlflow.end_run("FAILED")
+    ip.events.register("post_run_cell", after)
+
 # %% ../nbs/api/10_pipeline.ipynb #19726f08
 def open_stage(stage: str, # stage name, e.g. `validate`
                config_path: str | Path | None = None, # resolved config; None: the run's copy, else the nearest pipeline.yaml
@@ -270,18 +301,28 @@ def open_stage(stage: str, # stage name, e.g. `validate`
                mlflow_run_id: str | None = None, # the child run made by the runner; None: a new interactive run
                mlflow: bool = True, # start the MLflow run
               ) -> StageContext:
-    "Open the context of a stage notebook, from the runner's parameters or interactively."
+    "Open the context of a stage notebook, from the runner's parameters or by hand (`MLOPS_NB_WORKSPACE` or the nearest pipeline.yaml)."
+    quiet_stage()
     if config_path is None and run_dir is not None and (Path(run_dir) / "config.yaml").exists():
         config_path = Path(run_dir) / "config.yaml"
     config_path = config_path or _find_config(Path.cwd())
-    cfg = load_config(config_path)
-    if run_dir is None:
-        latest = latest_run_dir(cfg.workspace_path)
-        if stage == DAG[0].name or latest is None: run_dir = prepare_run(cfg)
-        else: run_dir = latest
+    ws = os.environ.get(WORKSPACE_ENV) if run_dir is None else None  # by hand: the session's workspace wins
+    cfg = load_config(config_path, [f"workspace={Path(ws).resolve()}"] if ws else [])
+    if run_dir is None: run_dir = _interactive_run_dir(stage, cfg)
     ctx = StageContext(stage, cfg, Path(run_dir), mlflow_run_id, Path(config_path) if config_path else None)
-    if mlflow: ctx.start_mlflow()
+    if mlflow:
+        ctx.start_mlflow()
+        if ctx.interactive: _fail_run_on_error(ctx)
     return ctx
+
+def _interactive_run_dir(stage: str, cfg: PipelineConfig) -> Path:
+    "The run a stage opened by hand works in: a new one for the first stage, else the latest that succeeded."
+    if stage == DAG[0].name: return prepare_run(cfg)
+    latest = latest_run_dir(cfg.workspace_path)
+    if latest is None:
+        raise StageNotReady(f"nothing has run in {cfg.workspace_path} yet: run the pipeline first (`mlops-nb run`), "
+                            f"or the stage notebooks in order from {DAG[0].notebook}")
+    return latest
 
 # %% ../nbs/api/10_pipeline.ipynb #123778db
 def prepare_run(cfg: PipelineConfig, run_id: str | None = None) -> Path:
