@@ -1,5 +1,8 @@
 """A newcomer's day (issue 9): every command with one workspace, answers in one line, commands that work as printed."""
 import json
+import os
+import sys
+from pathlib import Path
 import shlex
 import shutil
 
@@ -147,3 +150,47 @@ def test_the_mlflow_ui_and_optuna_dashboard_get_what_matters(demo_run):
         assert ds.dataset.digest == s["snapshot_id"][:32] and ds.tags[0].value == "training"
     study = optuna.load_study(study_name=f"{s['model']['name']}-{s['run_id']}", storage=f"sqlite:///{ws / 'optuna.db'}")
     assert study.metric_names == ["roc_auc"]
+
+
+def _readme_block_lines():
+    "The command lines of the README's sh blocks."
+    import re
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    return [l.split("  #")[0].strip() for b in blocks for l in b.splitlines() if l.strip()]
+
+
+def test_readme_serve_and_models_commands_work_as_printed(demo_run, tmp_path):
+    "In a folder laid out like a fresh clone after `make run` (.venv, .mlops), with the venv NOT on PATH."
+    import signal
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+    ws, s, _ = demo_run
+    clone = tmp_path / "clone"; clone.mkdir()
+    (clone / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    shutil.copytree(ws, clone / ".mlops")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    lines = _readme_block_lines()
+    models = next(l for l in lines if l.startswith(".venv/bin/mlops-nb models"))
+    r = subprocess.run(["bash", "-c", models], cwd=clone, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "champion" in r.stdout, r.stderr
+    serve = next(l for l in lines if "mlflow models serve" in l)
+    with socket.socket() as sock: sock.bind(("127.0.0.1", 0)); port = sock.getsockname()[1]
+    assert "-p 5001" in serve
+    p = subprocess.Popen(["bash", "-c", serve.replace("-p 5001", f"-p {port}")], cwd=clone, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        for _ in range(240):
+            try:
+                assert urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1).status == 200; break
+            except OSError:
+                assert p.poll() is None, p.stdout.read()[-3000:]
+                time.sleep(0.5)
+        rows = pd.read_parquet(Path(s["run_dir"]) / "prepare" / "test.parquet").head(3).drop(columns=["default"])
+        body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split", date_format="iso", index=False))})
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body.encode(), {"Content-Type": "application/json"})
+        preds = json.loads(urllib.request.urlopen(req, timeout=30).read())["predictions"]
+        assert len(preds) == 3
+    finally:
+        os.killpg(p.pid, signal.SIGTERM); p.wait(30)
