@@ -89,7 +89,6 @@ def _print_run(s: dict) -> None:
         why = f"failed: {', '.join(failed)}" if failed else m.get("reason") or "no reason recorded"
         verdict = "promoted to champion" if m.get("promoted") else f"not promoted ({why})"
         say(f"model {m['name']} v{m['version']}: {verdict}")
-    for note in (s.get("model") or {}).get("notes", []): say(f"note: {note}")
     say(f"tracking: {s['tracking_uri']}")
 
 # %% ../nbs/api/11_cli.ipynb #d8afc969
