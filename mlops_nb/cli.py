@@ -71,7 +71,7 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipe
     except KeyboardInterrupt: _fail("interrupted before the first stage started; nothing to resume", 130)
     if as_json: _print_json(summary)
     else: _print_run(summary)
-    _print_next(summary, _again_command(config, data, target, stages, workspace, param))
+    _print_next(summary, _again_command(config, data, target, stages, workspace, param), err=as_json)
     raise typer.Exit(exit_code(summary))
 
 # %% ../nbs/api/11_cli.ipynb #4d33a809

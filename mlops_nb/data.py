@@ -485,7 +485,10 @@ def snapshot_dataset(snap: Snapshot, # the snapshot a model is trained from
                      name: str | None = None, # the dataset's name in MLflow; default `snapshot-<id>`
                     ):
     "The snapshot as an MLflow dataset (content digest, schema, source path) for `mlflow.log_input`."
+    import warnings
     import mlflow.data
     df = snap.read()
-    return mlflow.data.from_pandas(df, source=str(snap.path), name=name or f"snapshot-{snap.id[:12]}", digest=snap.id[:32],
-                                   targets=target if target in df.columns else None)
+    with warnings.catch_warnings():  # MLflow's hints on source kinds and integer columns say nothing about this data
+        warnings.simplefilter("ignore")
+        return mlflow.data.from_pandas(df, source=str(snap.path), name=name or f"snapshot-{snap.id[:12]}",
+                                       digest=snap.id[:32], targets=target if target in df.columns else None)

@@ -194,3 +194,11 @@ def test_readme_serve_and_models_commands_work_as_printed(demo_run, tmp_path):
         assert len(preds) == 3
     finally:
         os.killpg(p.pid, signal.SIGTERM); p.wait(30)
+
+
+def test_json_stays_pure_after_a_failure(tmp_path):
+    data = _loans(tmp_path / "loans.csv")
+    r = mlops("run", "--data", data, "--target", "outcome", "--stages", "gather,validate", "--workspace", tmp_path / "ws",
+              "--json", cwd=tmp_path)
+    assert r.returncode == 1 and json.loads(r.stdout)["status"] == "failed"
+    assert "fix the configuration or the data" in r.stderr
