@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from .config import ConfigError, PipelineConfig, load_config
+from .config import WORKSPACE_ENV, ConfigError, PipelineConfig, load_config
 
 # %% auto #0
 __all__ = ['app', 'run', 'init', 'validate', 'promote', 'rollback', 'models', 'serve', 'predict', 'predictions']
@@ -22,17 +22,23 @@ __all__ = ['app', 'run', 'init', 'validate', 'promote', 'rollback', 'models', 's
 app = typer.Typer(help="Notebook-first MLOps: run the pipeline, validate data, manage the model registry.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
+def _workspace_option():
+    return typer.Option(None, "--workspace", "-w", envvar=WORKSPACE_ENV,
+                        help=f"workspace folder (default: the config's, .mlops; env {WORKSPACE_ENV})")
+
 def _fail(msg: str, code: int = 2):
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(code)
 
 def _config(config: Optional[Path], params: list[str], data: Optional[Path] = None, target: Optional[str] = None,
             workspace: Optional[Path] = None) -> PipelineConfig:
-    "Load the configuration the CLI way; a bad config exits with code 2 and the problems listed."
+    "Load the configuration the CLI way; a bad config or a missing `--data` file exits with code 2, creating nothing."
     if config is None and data is None and Path("pipeline.yaml").is_file(): config = Path("pipeline.yaml")
     if workspace is not None: params = [f"workspace={Path(workspace).resolve()}", *params]
-    try: return load_config(config, params, data=data, target=target)
+    try: cfg = load_config(config, params, data=data, target=target)
     except ConfigError as e: _fail(str(e))
+    if data is not None and not Path(data).is_file(): _fail(f"--data {data}: file not found")
+    return cfg
 
 def _print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=1, default=str) + "\n")
@@ -43,7 +49,7 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipe
         data: Optional[Path] = typer.Option(None, "--data", help="a CSV/Parquet table to run on, no config needed"),
         target: Optional[str] = typer.Option(None, "--target", help="the label column of --data"),
         stages: Optional[str] = typer.Option(None, "--stages", help="comma-separated subset, e.g. gather,validate"),
-        workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="workspace folder (default .mlops)"),
+        workspace: Optional[Path] = _workspace_option(),
         param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value (repeatable)"),
         resume: Optional[str] = typer.Option(None, "--resume", help="re-run RUN_ID (or 'latest') from its failed stage"),
         base_run: Optional[str] = typer.Option(None, "--run", help="with --stages: take the earlier stages from run ID (default: the latest)"),
@@ -74,12 +80,13 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipe
         raise typer.Exit(0)
     if as_json: _print_json(summary)
     else: _print_run(summary)
+    _print_next(summary, _again_command(config, data, target, stages, workspace, param), err=as_json)
     raise typer.Exit(exit_code(summary))
 
 # %% ../nbs/api/11_cli.ipynb #4d33a809
 def _print_run(s: dict) -> None:
-    "A short human account of a run on standard error."
-    say = lambda m: typer.echo(m, err=True)
+    "A short human account of a run on standard output (progress went to standard error): `mlops-nb run > out.txt` keeps it."
+    say = typer.echo
     say(f"\nrun {s['run_id']}: {s['status']} in {s.get('seconds', 0):.0f} s — {s['run_dir']}")
     if s.get("rows"): say(f"rows: {s['rows']}")
     for f in s.get("flags") or []: say(f"flag: {f.get('flag')} {f.get('column', '')} {f.get('detail', '')}")
@@ -93,6 +100,24 @@ def _print_run(s: dict) -> None:
         say(f"model {m['name']} v{m['version']}: {verdict}")
     if s.get("timing"): say("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timing"].items()))
     say(f"tracking: {s['tracking_uri']}")
+
+# %% ../nbs/api/11_cli.ipynb #d8afc969
+def _again_command(config, data, target, stages, workspace, params) -> list[str]:
+    "The `mlops-nb run` command line of this run, with absolute paths, that works as printed from any folder."
+    cmd = ["mlops-nb", "run"]
+    if config is not None: cmd += ["--config", str(Path(config).resolve())]
+    if data is not None: cmd += ["--data", str(Path(data).resolve()), "--target", str(target)]
+    if workspace is not None: cmd += ["--workspace", str(Path(workspace).resolve())]
+    if stages: cmd += ["--stages", stages]
+    return cmd + [a for p in params for a in ("-p", p)]
+
+def _print_next(s: dict, again: list[str], err: bool = False) -> None:
+    "After a failure: the command that resumes the run when resuming can help, else what to fix before running again."
+    import shlex
+    from mlops_nb.pipeline import resume_helps
+    if s["status"] == "succeeded": return
+    if resume_helps(s): typer.echo("resume with: " + shlex.join([*again, "--resume", s["run_id"]]), err=err)
+    else: typer.echo("fix the configuration or the data named above, then run again: " + shlex.join(again), err=err)
 
 # %% ../nbs/api/11_cli.ipynb #6c4fffff
 @app.command()
@@ -143,8 +168,27 @@ def validate(reference: Path = typer.Option(..., "--reference", help="reference 
 
 # %% ../nbs/api/11_cli.ipynb #924c63bd
 def _registry_client(cfg: PipelineConfig):
-    from mlflow.tracking import MlflowClient
-    return MlflowClient(cfg.tracking)
+    "A client of the workspace's store, or None when the store was never made (nothing registered; none is created)."
+    from mlops_nb.registry import StoreError, open_store, repoint_artifacts, store_exists
+    if not store_exists(cfg.tracking): return None
+    try: client = open_store(cfg.tracking, has_history=True)
+    except StoreError as e: _fail(str(e), 1)
+    repoint_artifacts(cfg.tracking, cfg.artifacts)  # a moved or copied workspace reads its own artifacts
+    return client
+
+def _nothing_registered(cfg: PipelineConfig, client) -> str | None:
+    "A one-line answer when `cfg.model_name` has no registered version in the workspace, else None."
+    from mlops_nb.registry import versions
+    if client is not None and len(versions(cfg.model_name, client)): return None
+    return (f"nothing registered yet: no model '{cfg.model_name}' in {cfg.workspace_path}; "
+            "`mlops-nb run` trains and registers one")
+
+def _table(df) -> str:
+    "A plain left-aligned text table, one line per row (whitespace inside a cell collapsed)."
+    cells = df.astype(str).apply(lambda col: col.map(lambda v: " ".join(v.split())))
+    widths = {c: max([len(str(c)), *cells[c].str.len()]) for c in cells.columns}
+    line = lambda row: "  ".join(str(v).ljust(widths[c]) for c, v in zip(cells.columns, row)).rstrip()
+    return "\n".join([line(cells.columns), *(line(r) for r in cells.itertuples(index=False))])
 
 def _who_default() -> str:
     import getpass
@@ -158,13 +202,15 @@ def promote(version: str = typer.Argument(..., help="model version to make champ
             by: Optional[str] = typer.Option(None, "--by", help="who (default: the OS user)"),
             force: bool = typer.Option(False, "--force", help="promote even if the version failed its gates"),
             config: Optional[Path] = typer.Option(None, "--config", "-c"),
+            workspace: Optional[Path] = _workspace_option(),
             param: list[str] = typer.Option([], "--param", "-p"),
             as_json: bool = typer.Option(False, "--json")):
     "Make VERSION the champion, recording who and why."
     from mlops_nb.registry import promote as _promote
-    cfg = _config(config, param)
-    try: event = _promote(cfg.model_name, version, who=by or _who_default(), why=reason, force=force,
-                          client=_registry_client(cfg))
+    cfg = _config(config, param, workspace=workspace)
+    client = _registry_client(cfg)
+    if (nothing := _nothing_registered(cfg, client)): _fail(f"{nothing}; nothing to promote", 1)
+    try: event = _promote(cfg.model_name, version, who=by or _who_default(), why=reason, force=force, client=client)
     except ValueError as e: _fail(str(e), 1)
     _print_json(event) if as_json else typer.echo(f"{cfg.model_name}: champion is now v{event['version']}", err=True)
 
@@ -173,28 +219,33 @@ def promote(version: str = typer.Argument(..., help="model version to make champ
 def rollback(reason: str = typer.Option(..., "--reason", "-r", help="why (recorded on the version)"),
              by: Optional[str] = typer.Option(None, "--by", help="who (default: the OS user)"),
              config: Optional[Path] = typer.Option(None, "--config", "-c"),
+             workspace: Optional[Path] = _workspace_option(),
              param: list[str] = typer.Option([], "--param", "-p"),
              as_json: bool = typer.Option(False, "--json")):
     "Move the champion back to the previous champion."
     from mlops_nb.registry import rollback as _rollback
-    cfg = _config(config, param)
-    try: event = _rollback(cfg.model_name, who=by or _who_default(), why=reason, client=_registry_client(cfg))
+    cfg = _config(config, param, workspace=workspace)
+    client = _registry_client(cfg)
+    if (nothing := _nothing_registered(cfg, client)): _fail(f"{nothing}; nothing to roll back", 1)
+    try: event = _rollback(cfg.model_name, who=by or _who_default(), why=reason, client=client)
     except ValueError as e: _fail(str(e), 1)
     _print_json(event) if as_json else typer.echo(f"{cfg.model_name}: champion rolled back to v{event['version']}", err=True)
 
 # %% ../nbs/api/11_cli.ipynb #e8e2b67d
 @app.command()
 def models(config: Optional[Path] = typer.Option(None, "--config", "-c"),
+           workspace: Optional[Path] = _workspace_option(),
            param: list[str] = typer.Option([], "--param", "-p"),
            as_json: bool = typer.Option(False, "--json")):
-    "List the registered versions: aliases, gate outcome, reason."
+    "List the registered versions (aliases, gate outcome, reason) on standard output."
     from mlops_nb.registry import history, versions
-    cfg = _config(config, param)
+    cfg = _config(config, param, workspace=workspace)
     client = _registry_client(cfg)
-    df = versions(cfg.model_name, client)
-    if as_json: _print_json({"name": cfg.model_name, "versions": df.to_dict(orient="records"),
-                             "history": history(cfg.model_name, client)})
-    else: typer.echo(df.to_string(index=False) if len(df) else f"no versions of '{cfg.model_name}' yet", err=True)
+    nothing = _nothing_registered(cfg, client)
+    if as_json: return _print_json({"name": cfg.model_name, "versions": [] if nothing else
+                                    versions(cfg.model_name, client).to_dict(orient="records"),
+                                    "history": [] if nothing else history(cfg.model_name, client)})
+    typer.echo(nothing, err=True) if nothing else typer.echo(_table(versions(cfg.model_name, client)))
 
 # %% ../nbs/api/11_cli.ipynb #572e9a1e
 @app.command()

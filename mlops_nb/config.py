@@ -15,9 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['Scenario', 'Family', 'Sensitive', 'Task', 'STAGES', 'NAME_PATTERN', 'DemoConfig', 'DataConfig', 'SplitConfig',
-           'ValidationConfig', 'AnalysisConfig', 'FeaturesConfig', 'TuningConfig', 'TrainingConfig', 'Bound',
-           'ChampionGate', 'GatesConfig', 'RegistryConfig', 'ServingConfig', 'PipelineConfig', 'ConfigError',
+__all__ = ['Scenario', 'Family', 'Sensitive', 'Task', 'STAGES', 'NAME_PATTERN', 'WORKSPACE_ENV', 'DemoConfig', 'DataConfig',
+           'SplitConfig', 'ValidationConfig', 'AnalysisConfig', 'FeaturesConfig', 'TuningConfig', 'TrainingConfig',
+           'Bound', 'ChampionGate', 'GatesConfig', 'RegistryConfig', 'ServingConfig', 'PipelineConfig', 'ConfigError',
            'validate_config', 'apply_overrides', 'data_overrides', 'name_from_path', 'load_config', 'dump_config',
            'config_reference']
 
@@ -362,11 +362,14 @@ def load_config(path: str | Path | None = None, # `pipeline.yaml`; None for defa
     if data is not None:
         ov = data_overrides(data) + ov
         if target is None: raise ConfigError("--data needs --target: the name of the label column")
-        if "name" not in raw: ov = [f"name={name_from_path(data)}"] + ov  # a `-p name=…` later in `ov` still wins
+        ov = [f"name={name_from_path(data)}"] + ov  # models and experiments per data set; a `-p name=…` later in `ov` still wins
     if target is not None: ov = [f"target={target}"] + ov
     for var, key in (("MLOPS_NB_TRACKING_URI", "tracking_uri"), ("MLOPS_NB_OPTUNA_STORAGE", "tuning.storage")):
         if env.get(var): ov = [f"{key}={env[var]}"] + ov
     return validate_config(apply_overrides(raw, ov), source, base)
+
+# %% ../nbs/api/00_config.ipynb #c66628a5
+WORKSPACE_ENV = "MLOPS_NB_WORKSPACE"  # one workspace for every command of a shell session, and for stage notebooks opened by hand
 
 # %% ../nbs/api/00_config.ipynb #09a9f5d4
 def dump_config(cfg: PipelineConfig, path: str | Path) -> Path:

@@ -27,7 +27,7 @@ __all__ = ['EMPLOYMENT', 'HOME_OWNERSHIP', 'PURPOSE', 'REGION', 'CHANNEL', 'TERM
            'make_credit_data', 'labels_as_of', 'DataSourceError', 'sniff_delimiter', 'duplicate_columns', 'read_csv',
            'read_parquet', 'read_sql', 'read_source', 'describe_source', 'write_json', 'Record', 'content_hash',
            'Snapshot', 'SnapshotDamaged', 'snapshot_problem', 'set_aside', 'snapshot', 'load_snapshot', 'gather',
-           'log_lineage']
+           'log_lineage', 'snapshot_dataset']
 
 # %% ../nbs/api/01_data.ipynb #c7cdee0d
 EMPLOYMENT = ["salaried", "self_employed", "unemployed", "retired"]
@@ -478,3 +478,17 @@ def log_lineage(snap: Snapshot) -> None:
                        "data.columns": len(snap.columns)})
     mlflow.set_tags({"data.snapshot_id": snap.id, "data.location": str(where)[:500]})
     mlflow.log_dict(snap.to_dict(), "lineage.json")
+
+# %% ../nbs/api/01_data.ipynb #0f369289
+def snapshot_dataset(snap: Snapshot, # the snapshot a model is trained from
+                     target: str | None = None, # the label column, recorded as the dataset's targets
+                     name: str | None = None, # the dataset's name in MLflow; default `snapshot-<id>`
+                    ):
+    "The snapshot as an MLflow dataset (content digest, schema, source path) for `mlflow.log_input`."
+    import warnings
+    import mlflow.data
+    df = snap.read()
+    with warnings.catch_warnings():  # MLflow's hints on source kinds and integer columns say nothing about this data
+        warnings.simplefilter("ignore")
+        return mlflow.data.from_pandas(df, source=str(snap.path), name=name or f"snapshot-{snap.id[:12]}",
+                                       digest=snap.id[:32], targets=target if target in df.columns else None)

@@ -19,9 +19,9 @@ from .schema import DataSchema, label_keys
 
 # %% auto #0
 __all__ = ['MIN_SLICE_ROWS', 'MAX_SLICE_VALUES', 'gate_metric', 'model_input', 'predict', 'confusion', 'curves', 'slice_columns',
-           'slice_metrics', 'fairness', 'baseline', 'check_gates', 'near_perfect_gate', 'evaluate', 'gate_table',
-           'metrics_table', 'slices_table', 'fairness_table', 'plot_roc_pr', 'plot_calibration', 'plot_confusion',
-           'plot_residuals', 'evaluation_figures', 'log_evaluation']
+           'slice_metrics', 'fairness', 'baseline', 'check_gates', 'near_perfect_gate', 'champion_incompatible',
+           'evaluate', 'gate_table', 'metrics_table', 'slices_table', 'fairness_table', 'plot_roc_pr',
+           'plot_calibration', 'plot_confusion', 'plot_residuals', 'evaluation_figures', 'log_evaluation']
 
 # %% ../nbs/api/08_evaluation.ipynb #a14f7437
 def gate_metric(name: str, # metric as written in a gate or the tuning objective
@@ -267,6 +267,20 @@ def near_perfect_gate(metrics: dict, # the model's test metrics
                  "leaks the target; see the analyze report's leakage flags, or declare it expected with "
                  "gates.expect_perfect: true (-p gates.expect_perfect=true)")]
 
+# %% ../nbs/api/08_evaluation.ipynb #7b1af831
+def champion_incompatible(champion, # the current champion (as `evaluate` takes it), or None
+                          df: pd.DataFrame, # the rows the new model is evaluated on
+                         ) -> str | None:
+    "Why `champion` cannot be compared on `df` (it was trained on another table's columns), or None when it can."
+    if champion is None: return None
+    cols = getattr(getattr(champion, "model", champion), "feature_names_in_", None)
+    missing = [c for c in (cols if cols is not None else []) if c not in df.columns]
+    if not missing: return None
+    version = getattr(champion, "version", None)
+    who = f"the champion (v{version})" if version else "the champion"
+    return (f"{who} was trained on another table (it needs column(s) {missing[:5]}{' …' if len(missing) > 5 else ''}, "
+            "which this data lacks): not compared; give this data set its own name (`name:` or `-p name=…`)")
+
 # %% ../nbs/api/08_evaluation.ipynb #f752c77a
 def _jsonable(o):
     if isinstance(o, dict): return {str(k): _jsonable(v) for k, v in o.items()}
@@ -294,19 +308,20 @@ def evaluate(model, # fitted pipeline (the challenger), taking raw feature colum
     metrics = metric_suite(pred)
     fair = fairness(pred, test_df, schema, min_slice_rows)
     base = baseline(train_df, test_df, schema, gates.threshold) if gates.beat_baseline else None
-    champ = None
-    if champion is not None:
+    champ, skipped = None, champion_incompatible(champion, test_df)
+    if champion is not None and skipped is None:
         cmodel, cversion = getattr(champion, "model", champion), getattr(champion, "version", None)
         champ = {"version": None if cversion is None else str(cversion),
                  "metrics": metric_suite(predict(cmodel, test_df, schema, gates.threshold))}
     rows = check_gates(metrics, gates, schema.task, objective, fair, base and base["metrics"],
                        champ and champ["metrics"], champ and champ["version"])
+    if skipped: rows = [{**r, "why": skipped} if r["gate"] == "champion" else r for r in rows]
     return _jsonable({"task": schema.task, "rows": len(test_df), "unlabelled_rows_skipped": unlabelled,
                       "objective": objective, "threshold": thr,
                       "positive_label": schema.positive_label if schema.task == "binary" else None,
                       "metrics": metrics, "confusion": confusion(pred), "curves": curves(pred),
                       "slices": slice_metrics(pred, test_df, schema, min_slice_rows), "fairness": fair,
-                      "baseline": base, "champion": champ, "gates": rows, "passed": all(r["passed"] for r in rows)})
+                      "baseline": base, "champion": champ, "champion_skipped": skipped, "gates": rows, "passed": all(r["passed"] for r in rows)})
 
 # %% ../nbs/api/08_evaluation.ipynb #71e7d7a0
 def gate_table(evaluation: dict, styled: bool = True):

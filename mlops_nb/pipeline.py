@@ -10,6 +10,7 @@ import ast
 import hashlib
 import importlib.resources
 import json
+import logging
 import os
 import shutil
 import sys
@@ -17,6 +18,7 @@ import time
 import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,20 +27,22 @@ from typing import Any, Callable
 
 import yaml
 
-from .config import (STAGES, ConfigError, PipelineConfig, apply_overrides, data_overrides, dump_config,
+from .config import (STAGES, WORKSPACE_ENV, ConfigError, PipelineConfig, apply_overrides, data_overrides, dump_config,
                              load_config, name_from_path, validate_config)
 from .data import write_json
 
 # %% auto #0
-__all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'UNLOGGED_SUFFIXES', 'STAGE_KERNEL_ENV', 'KERNEL_FILE_PREFIX', 'RUN_LOCK', 'STOP',
-           'VOLATILE_KEYS', 'SIDE_EFFECT_STAGES', 'WORKSPACE_KEYS', 'FIRST_READER', 'DONE', 'PROJECT_HEADER', 'Stage',
-           'notebook_parameters', 'check_stage_notebook', 'check_dag', 'packaged_stages_dir', 'stages_dir',
-           'describe_stages', 'new_run_id', 'latest_run_dir', 'ensure_experiment', 'StageContext', 'open_stage',
-           'prepare_run', 'build_summary', 'IPCKernelManager', 'kill_stage_kernels', 'shutdown_stage_kernels',
-           'remove_stale_kernel_files', 'Interrupted', 'stop_signal', 'signals_interrupt', 'exit_code', 'run_alive',
-           'close_open_runs', 'reap_dead_runs', 'mark_latest', 'latest_resumable', 'stage_timing', 'run_stage',
-           'finish_stage', 'file_digest', 'notebook_digest', 'config_part', 'source_digest', 'stage_key', 'key_of',
-           'earlier_stages', 'plan_stage', 'run_pipeline', 'run_timing', 'init_project']
+__all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'EXPERIMENT_TAGS', 'UNLOGGED_SUFFIXES', 'PARENT_SETTINGS', 'STAGE_KERNEL_ENV',
+           'KERNEL_FILE_PREFIX', 'RUN_LOCK', 'STOP', 'FIX_FIRST_ERRORS', 'VOLATILE_KEYS', 'SIDE_EFFECT_STAGES',
+           'WORKSPACE_KEYS', 'FIRST_READER', 'DONE', 'PROJECT_HEADER', 'Stage', 'notebook_parameters',
+           'check_stage_notebook', 'check_dag', 'packaged_stages_dir', 'stages_dir', 'describe_stages', 'new_run_id',
+           'latest_run_dir', 'ensure_experiment', 'StageContext', 'StageNotReady', 'quiet_stage', 'open_stage',
+           'prepare_run', 'build_summary', 'log_parent_run', 'IPCKernelManager', 'kill_stage_kernels',
+           'shutdown_stage_kernels', 'remove_stale_kernel_files', 'Interrupted', 'stop_signal', 'signals_interrupt',
+           'exit_code', 'run_alive', 'close_open_runs', 'reap_dead_runs', 'mark_latest', 'latest_resumable',
+           'resume_helps', 'stage_timing', 'run_stage', 'finish_stage', 'file_digest', 'notebook_digest', 'config_part',
+           'source_digest', 'stage_key', 'key_of', 'earlier_stages', 'plan_stage', 'run_pipeline', 'run_timing',
+           'init_project']
 
 # %% ../nbs/api/10_pipeline.ipynb #aa0a1c80
 @dataclass(frozen=True)
@@ -148,12 +152,19 @@ def _find_config(start: Path) -> Path | None:
     return None
 
 # %% ../nbs/api/10_pipeline.ipynb #12a96e03
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}  # MLflow 3's UI opens such an experiment on its runs table, not its GenAI (traces) view
+
 def ensure_experiment(cfg: PipelineConfig, client=None) -> str:
-    "The id of the project's MLflow experiment, created with the workspace's artifact root if missing."
+    "The id of the project's MLflow experiment (a model-training one), created with the workspace's artifact root if missing."
     from mlflow.tracking import MlflowClient
+    from mlops_nb.registry import repoint_artifacts
     client = client or MlflowClient(cfg.tracking)
+    repoint_artifacts(cfg.tracking, cfg.artifacts)  # a moved or copied workspace writes into its own folder
     exp = client.get_experiment_by_name(cfg.name)
-    return exp.experiment_id if exp else client.create_experiment(cfg.name, artifact_location=cfg.artifacts)
+    if exp is None: return client.create_experiment(cfg.name, artifact_location=cfg.artifacts, tags=EXPERIMENT_TAGS)
+    for k, v in EXPERIMENT_TAGS.items():
+        if exp.tags.get(k) != v: client.set_experiment_tag(exp.experiment_id, k, v)
+    return exp.experiment_id
 
 # %% ../nbs/api/10_pipeline.ipynb #626bf131
 UNLOGGED_SUFFIXES = (".parquet",)  # data tables stay in the workspace (they can be large); MLflow gets their record
@@ -177,7 +188,7 @@ class StageContext:
         p = Path(given) if given else self.run_dir / self.stage.inputs[key]
         if not p.exists():
             up = self.stage.inputs[key].split("/")[0]
-            raise FileNotFoundError(f"stage '{self.stage.name}' needs {p}, made by stage '{up}', which has not run in "
+            raise StageNotReady(f"stage '{self.stage.name}' needs {p}, made by stage '{up}', which has not run in "
                                     f"{self.run_dir}; run it first (mlops-nb run --stages {up},{self.stage.name})")
         return p
 
@@ -260,6 +271,34 @@ class StageContext:
         mlflow.end_run()
         if self.interactive: mark_latest(self.cfg.workspace_path, self.run_dir.name)  # the runner marks its own runs
 
+# %% ../nbs/api/10_pipeline.ipynb #d242f8cb
+class StageNotReady(FileNotFoundError):
+    "What a stage reads has not been made yet; the message says what to run first (one line in a notebook, no traceback)."
+    def _render_traceback_(self) -> list[str]: return [f"{type(self).__name__}: {self}"]
+
+class _NoShutdownInterrupt(logging.Filter):
+    "Drop ipykernel's 'KeyboardInterrupt caught in kernel': jupyter_client interrupts every kernel it shuts down."
+    def filter(self, record): return not record.getMessage().startswith("KeyboardInterrupt caught in kernel")
+
+def quiet_stage() -> None:
+    "Keep a stage's outputs to what the project says, however it runs: no progress-widget warnings, no MLflow INFO lines."
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a kernel without ipywidgets
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # read by MLflow at each download
+    os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"  # "Creating initial MLflow database tables…": read when mlflow is imported,
+    for name in ("mlflow", "alembic"): logging.getLogger(name).setLevel(logging.WARNING)  # ... and set here if it already was
+    logging.getLogger("IPKernelApp").addFilter(_NoShutdownInterrupt())
+
+def _fail_run_on_error(ctx) -> None:
+    "In a notebook opened by hand, a cell that fails ends the stage's MLflow run as FAILED (the runner marks its own)."
+    try: ip = get_ipython()  # noqa: F821 (defined in IPython kernels only)
+    except NameError: return
+    def after(result):
+        import mlflow
+        run = mlflow.active_run()
+        if result.error_in_exec is not None and run is not None and run.info.run_id == ctx.mlflow_run_id:
+            mlflow.end_run("FAILED")
+    ip.events.register("post_run_cell", after)
+
 # %% ../nbs/api/10_pipeline.ipynb #19726f08
 def open_stage(stage: str, # stage name, e.g. `validate`
                config_path: str | Path | None = None, # resolved config; None: the run's copy, else the nearest pipeline.yaml
@@ -267,18 +306,28 @@ def open_stage(stage: str, # stage name, e.g. `validate`
                mlflow_run_id: str | None = None, # the child run made by the runner; None: a new interactive run
                mlflow: bool = True, # start the MLflow run
               ) -> StageContext:
-    "Open the context of a stage notebook, from the runner's parameters or interactively."
+    "Open the context of a stage notebook, from the runner's parameters or by hand (`MLOPS_NB_WORKSPACE` or the nearest pipeline.yaml)."
+    quiet_stage()
     if config_path is None and run_dir is not None and (Path(run_dir) / "config.yaml").exists():
         config_path = Path(run_dir) / "config.yaml"
     config_path = config_path or _find_config(Path.cwd())
-    cfg = load_config(config_path)
-    if run_dir is None:
-        latest = latest_run_dir(cfg.workspace_path)
-        if stage == DAG[0].name or latest is None: run_dir = prepare_run(cfg)
-        else: run_dir = latest
+    ws = os.environ.get(WORKSPACE_ENV) if run_dir is None else None  # by hand: the session's workspace wins
+    cfg = load_config(config_path, [f"workspace={Path(ws).resolve()}"] if ws else [])
+    if run_dir is None: run_dir = _interactive_run_dir(stage, cfg)
     ctx = StageContext(stage, cfg, Path(run_dir), mlflow_run_id, Path(config_path) if config_path else None)
-    if mlflow: ctx.start_mlflow()
+    if mlflow:
+        ctx.start_mlflow()
+        if ctx.interactive: _fail_run_on_error(ctx)
     return ctx
+
+def _interactive_run_dir(stage: str, cfg: PipelineConfig) -> Path:
+    "The run a stage opened by hand works in: a new one for the first stage, else the latest that succeeded."
+    if stage == DAG[0].name: return prepare_run(cfg)
+    latest = latest_run_dir(cfg.workspace_path)
+    if latest is None:
+        raise StageNotReady(f"nothing has run in {cfg.workspace_path} yet: run the pipeline first (`mlops-nb run`), "
+                            f"or the stage notebooks in order from {DAG[0].notebook}")
+    return latest
 
 # %% ../nbs/api/10_pipeline.ipynb #123778db
 def prepare_run(cfg: PipelineConfig, run_id: str | None = None) -> Path:
@@ -306,6 +355,32 @@ def build_summary(run_id: str, run_dir: Path, cfg: PipelineConfig, stages: list[
             "rows": r["validate"].get("rows"), "inferred": r["validate"].get("inferred", []) + r["analyze"].get("inferred", []),
             "flags": r["analyze"].get("flags", []), "metrics": r["evaluate"].get("metrics", {}),
             "model": model or None, "snapshot_id": r["gather"].get("snapshot_id"), **extra}
+
+# %% ../nbs/api/10_pipeline.ipynb #5b961565
+PARENT_SETTINGS = ("target", "split.method", "tuning.metric", "tuning.n_trials", "tuning.families", "seed")  # the settings that tell runs apart in MLflow's runs table
+
+def log_parent_run(client, # MlflowClient of the run's store
+                   parent_id: str, # the pipeline's parent MLflow run
+                   summary: dict, # `build_summary(...)` of the run
+                   cfg: PipelineConfig) -> None:
+    "Put the run's headline on its parent MLflow run: test metrics, chosen family, key settings, the training snapshot."
+    from functools import reduce
+    from mlflow.entities import DatasetInput, InputTag, Metric, Param
+    from mlops_nb.data import Snapshot, snapshot_dataset
+    run_dir, ts = Path(summary["run_dir"]), int(time.time() * 1000)
+    metrics = [Metric(f"test_{k}", float(v), ts, 0) for k, v in (summary.get("metrics") or {}).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    params = {"family": _read_result(run_dir, "train").get("family"), "task": summary.get("task"),
+              "snapshot_id": summary.get("snapshot_id"), **{k: reduce(getattr, k.split("."), cfg) for k in PARENT_SETTINGS}}
+    known = client.get_run(parent_id).data.params  # parameters are write-once: a resumed run keeps the first values
+    client.log_batch(parent_id, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in params.items()
+                                                         if v is not None and k not in known])
+    model = summary.get("model") or {}
+    if model.get("version"): client.set_tag(parent_id, "model", f"{model['name']} v{model['version']}"
+                                            + (" (champion)" if model.get("promoted") else ""))
+    try: ds = snapshot_dataset(Snapshot.load(run_dir / "gather" / "snapshot.json"), cfg.target)
+    except (OSError, TypeError, ValueError, KeyError): return  # no snapshot (gather did not run), or it is gone
+    client.log_inputs(parent_id, [DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", "training")])])
 
 # %% ../nbs/api/10_pipeline.ipynb #bf43136e
 def _error_of(exc: BaseException) -> str:
@@ -483,6 +558,18 @@ def latest_resumable(workspace: Path) -> Path | None:
         s = json.loads((p / "summary.json").read_text()) if (p / "summary.json").exists() else {}
         if s.get("status") != "succeeded" and not run_alive(p): return p
     return None
+
+# %% ../nbs/api/10_pipeline.ipynb #d62c3320
+# errors that say the configuration or the data must change (the library raises ValueError/KeyError for bad input):
+# a resumed run keeps its copy of both and would fail the same way
+FIX_FIRST_ERRORS = ("ConfigError", "DataSourceError", "BatchRejected", "LeakageError", "ValueError", "KeyError")
+
+def resume_helps(summary: dict) -> bool:
+    "Can `--resume` get a failed run further? Yes after an interruption, a death or a crash; no after a configuration or data mistake."
+    if summary.get("status") == "succeeded": return False
+    if summary.get("interrupted") or summary.get("status") == "killed": return True
+    failed = [s for s in summary.get("stages", []) if s.get("status") == "failed"]
+    return not any(str(s.get("error", "")).startswith(FIX_FIRST_ERRORS) for s in failed)
 
 # %% ../nbs/api/10_pipeline.ipynb #ce968ea0
 def stage_timing(nb_path: Path, # the executed notebook (papermill records each cell's duration in it)
@@ -881,7 +968,7 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, 
             if rec["status"] != "succeeded":
                 status, interrupted = "failed", rec.get("interrupted")
                 echo(f"{n} FAILED after {rec['seconds']:.1f} s\n    {rec['error']}\n"
-                     f"    executed notebook: {rec['report']}\n    resume with: mlops-nb run --resume {run_id}")
+                     f"    executed notebook: {rec['report']}")
                 break
             echo(f"{n} ok ({rec['seconds']:.1f} s)")
             result = _read_result(run_dir, stage.name)
@@ -895,8 +982,7 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, 
         if stage is not None and (not records or records[-1]["name"] != stage.name):
             records.append({"name": stage.name, "status": "failed", "error": f"interrupted by {interrupted}",
                             "interrupted": interrupted, "seconds": 0.0})
-            echo(f"[{i}/{len(todo)}] {stage.name:<9} FAILED: interrupted by {interrupted}\n"
-                 f"    resume with: mlops-nb run --resume {run_id}")
+            echo(f"[{i}/{len(todo)}] {stage.name:<9} FAILED: interrupted by {interrupted}")
     finally:  # the reports rendered meanwhile are logged before the run says how it ended
         for rec, pending in unreported.values():
             t = finish_stage(rec, client, pending)["timing"]
@@ -907,6 +993,7 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, 
     client.log_artifact(parent_id, str(run_dir / "summary.json"))
     why = f"interrupted by {interrupted}" if interrupted else "still running when the pipeline run ended"
     close_open_runs(client, exp_id, parent_id, "KILLED" if interrupted else "FAILED", why)  # trials a kernel left open
+    log_parent_run(client, parent_id, summary, cfg)
     client.set_terminated(parent_id, "FINISHED" if status == "succeeded" else "FAILED")
     if status == "succeeded": mark_latest(cfg.workspace_path, run_id)
     return summary

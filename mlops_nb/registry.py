@@ -19,9 +19,9 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['CHAMPION', 'CHALLENGER', 'HISTORY_TAG', 'STACK_TAG', 'MAX_TAG_CHARS', 'MAX_STACK', 'LOCK_TIMEOUT_S', 'LOCK_POLL_S',
-           'RECORD_TRIES', 'RUN_TAG', 'file_lock', 'store_lock', 'StoreError', 'check_store', 'open_store',
-           'alias_version', 'champion_version', 'history', 'register', 'promote', 'rollback', 'Champion',
-           'load_champion', 'versions']
+           'ARTIFACT_COLUMNS', 'RECORD_TRIES', 'RUN_TAG', 'file_lock', 'store_lock', 'StoreError', 'check_store',
+           'open_store', 'store_exists', 'repoint_artifacts', 'alias_version', 'champion_version', 'history',
+           'register', 'promote', 'rollback', 'Champion', 'load_champion', 'versions']
 
 # %% ../nbs/api/09_registry.ipynb #f267f9e1
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -118,6 +118,34 @@ def open_store(tracking_uri: str, # the MLflow tracking URI
         client = MlflowClient(tracking_uri)
         client.search_experiments(max_results=1)  # creates or migrates the schema now, under the lock
     return client
+
+# %% ../nbs/api/09_registry.ipynb #48a85025
+def store_exists(tracking_uri: str) -> bool:
+    "Is there a store to read? False only for a local SQLite store whose file was never made (a server always is)."
+    db = _sqlite_path(tracking_uri)
+    return db is None or db.exists()
+
+ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("model_versions", "source"),
+                    ("model_versions", "storage_location"), ("logged_models", "artifact_location"))  # every stored artifact path
+
+def repoint_artifacts(tracking_uri: str, # the workspace's MLflow tracking URI
+                      artifact_root: str | None, # the workspace's artifact root (`cfg.artifacts`)
+                     ) -> list[str]:
+    "Point a moved or copied workspace's store at its own `artifacts` folder; return the old roots rewritten."
+    import sqlite3
+    db = _sqlite_path(tracking_uri)
+    if db is None or not db.exists() or artifact_root != (db.parent / "artifacts").as_uri(): return []  # not the default layout
+    with sqlite3.connect(db) as con:
+        roots = {r for (r,) in con.execute("SELECT artifact_location FROM experiments") if r}
+    old = sorted(r for r in roots if r.rstrip("/").endswith("/artifacts") and r.rstrip("/") != artifact_root)
+    if not old: return []
+    with store_lock(tracking_uri), sqlite3.connect(db) as con:
+        for root in old:
+            for table, col in ARTIFACT_COLUMNS:
+                try: con.execute(f"UPDATE {table} SET {col} = ? || substr({col}, ?) WHERE substr({col}, 1, ?) = ?",
+                                 (artifact_root, len(root) + 1, len(root), root))
+                except sqlite3.OperationalError: pass  # a table or column this MLflow version does not have
+    return old
 
 # %% ../nbs/api/09_registry.ipynb #862d31fd
 def alias_version(name: str, alias: str, client=None) -> str | None:
@@ -370,6 +398,7 @@ def versions(name: str, client=None) -> pd.DataFrame:
     except MlflowException as e:
         if _not_found(e): return pd.DataFrame()
         raise
+    if not rows: return pd.DataFrame()  # no such model yet
     by_version = {}
     for alias, v in (client.get_registered_model(name).aliases or {}).items(): by_version.setdefault(str(v), []).append(alias)
     out = [{"version": int(v.version), "aliases": ", ".join(sorted(by_version.get(str(v.version), []))), "passed": (v.tags or {}).get("passed"),

@@ -299,6 +299,7 @@ def tune(train_df: pd.DataFrame, # training rows: `schema.features` and the targ
     study = optuna.create_study(storage=open_storage(storage), study_name=study_name, direction=metric.direction,
                                 sampler=make_sampler(cfg.seed if sampler_seed is None else sampler_seed, n_trials, workers),
                                 pruner=make_pruner(tc.pruner, tc.cv_folds, tc.pruner_startup_trials), load_if_exists=True)
+    study.set_metric_names([metric.name])  # optuna-dashboard labels the objective with it, not "Objective 0"
     for k, v in {"metric": metric.name, "task": schema.task, "families": list(spaces), "cv_folds": tc.cv_folds}.items():
         study.set_user_attr(k, v)
     fail_stale_trials(study)  # a run's study is tuned only by the process holding the run: RUNNING ones are dead

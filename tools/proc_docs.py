@@ -1,6 +1,7 @@
 """Run nbdev's docs processing (what `nbdev-proc-nbs` and `nbdev-docs` do before Quarto renders) without
 nbdev's attempt to download and install Quarto when it is missing: machines without Quarto (and without
-internet access) still check that every notebook processes into docs. Output goes to `_proc/` (git-ignored).
+internet access) still check that every notebook processes into docs. Output goes to `_proc/`, and a small browsable HTML site
+rendered with nbconvert (tools/site_html.py) to `_site/` (both git-ignored).
 """
 import os
 import shutil
@@ -21,7 +22,13 @@ def main():
     nbdev.doclinks._build_modidx()
     nbdev_sidebar.__wrapped__(path=cfg.nbs_path)
     cache = proc_nbs(cfg.nbs_path)
-    print(f"docs processed into {cache} (Quarto not installed: rendering skipped)")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from site_html import build_site  # noqa: E402 (tools/ is not a package)
+    from pathlib import Path
+    root = Path(cfg.config_path)
+    pages = build_site(Path(cache), root / cfg.nbs_path, root / "_site", root / ".mlops")
+    print(f"docs processed into {cache}; Quarto not installed, so {len(pages)} pages rendered with nbconvert "
+          f"into {root / '_site'}: open {root / '_site' / 'index.html'}")
 
 
 if __name__ == "__main__":
