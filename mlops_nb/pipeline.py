@@ -467,6 +467,7 @@ def _log_line(run_dir: Path, msg: str) -> None:
 
 # %% ../nbs/api/10_pipeline.ipynb #a45ae115
 import signal
+import threading
 from contextlib import contextmanager
 from .registry import file_lock
 
@@ -491,7 +492,7 @@ def signals_interrupt():
         # a stage is running: its kernel dies now and the stage fails by itself; raising inside nbclient instead would
         # leave its cleanup waiting forever for messages from the dead kernel
         if not kill_stage_kernels(): raise Interrupted(STOP[0])
-    main = __import__("threading").current_thread() is __import__("threading").main_thread()
+    main = threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
     STOP.clear()
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
     try: yield
