@@ -10,7 +10,7 @@ __all__ = ['AIRFLOW_VERSION', 'EXPORT_RETRIES', 'RETRY_DELAY_S', 'RETRAIN_SCHEDU
            'cli_command_options', 'dag_id', 'airflow_dag', 'export_airflow', 'kubeflow_name', 'kubeflow_pipeline',
            'export_kubeflow']
 
-# %% ../nbs/api/19_export.ipynb #6d72d4f2
+# %% ../nbs/api/19_export.ipynb #017ae563
 import inspect
 import re
 import shutil
@@ -21,7 +21,7 @@ from string import Template
 from .config import PipelineConfig
 from .pipeline import DAG, STAGE
 
-# %% ../nbs/api/19_export.ipynb #df9a0d04
+# %% ../nbs/api/19_export.ipynb #e056aabc
 def task_stages(cfg: PipelineConfig) -> dict[str, list[str]]:
     "Each exported task's stage → the stages its `mlops-nb run --resume` names: its own and every stage before it."
     names = [s.name for s in DAG]
@@ -33,20 +33,20 @@ def task_stages(cfg: PipelineConfig) -> dict[str, list[str]]:
                          "`stages` from pipeline.yaml")
     return {s: chosen[:i + 1] for i, s in enumerate(chosen)}
 
-# %% ../nbs/api/19_export.ipynb #44b341fc
+# %% ../nbs/api/19_export.ipynb #fbab59d6
 def task_upstream(cfg: PipelineConfig) -> dict[str, list[str]]:
     "Each exported task's stage → the stages whose products it reads: the edges of the stage DAG."
     order = list(STAGE)
     return {s: sorted({p.split("/")[0] for p in STAGE[s].inputs.values()}, key=order.index) for s in task_stages(cfg)}
 
-# %% ../nbs/api/19_export.ipynb #7aba3908
+# %% ../nbs/api/19_export.ipynb #dc5dda92
 def cli_options(config: str | Path | None = None, # the pipeline.yaml the tasks read (made absolute); None: the defaults
                 overrides: list[str] | tuple[str, ...] = (), # `dotted.key=value` overrides, as `-p` takes them
                ) -> list[str]:
     "The `--config` and `-p` options every exported task passes to `mlops-nb`."
     return (["--config", str(Path(config).resolve())] if config else []) + [a for o in overrides for a in ("-p", o)]
 
-# %% ../nbs/api/19_export.ipynb #224ba529
+# %% ../nbs/api/19_export.ipynb #74ebd164
 def run_stages(mlops_nb: str, # the project's `mlops-nb` command: an absolute path, or a name on PATH
                stages: str, # comma-separated: the task's stage and every stage before it (`task_stages`)
                workspace: str, # the pipeline's workspace folder
@@ -73,7 +73,7 @@ def run_stages(mlops_nb: str, # the project's `mlops-nb` command: an absolute pa
                            + ("; ".join(failed) or (said or ["no message"])[-1]))
     return summary["run_id"]
 
-# %% ../nbs/api/19_export.ipynb #82d01d21
+# %% ../nbs/api/19_export.ipynb #ab28d02f
 def default_mlops_nb() -> str:
     "The `mlops-nb` command of this installation, by absolute path (else the name, found on PATH where tasks run)."
     here = Path(sys.executable).parent / "mlops-nb"
@@ -86,7 +86,7 @@ def cli_command_options(name: str) -> list[str] | None:
     command = typer.main.get_command(app).commands.get(name)
     return None if command is None else [o for p in command.params for o in p.opts]
 
-# %% ../nbs/api/19_export.ipynb #858b40a2
+# %% ../nbs/api/19_export.ipynb #9f17a286
 AIRFLOW_VERSION = "3.3.2"  # the Airflow the exported DAG is tested with (tests/test_export.py installs exactly this one)
 EXPORT_RETRIES = 2  # a task's retries: a worker lost or a store briefly unreachable gets two more attempts, each resuming
 RETRY_DELAY_S = 60  # seconds before a retry: long enough for a restarted database or server to answer again
@@ -144,7 +144,7 @@ with DAG($dag_id, schedule=$schedule, start_date=START, catchup=False, max_activ
         for up in UPSTREAM[stage]: tasks[up] >> tasks[stage]
 ''')
 
-# %% ../nbs/api/19_export.ipynb #cdb46fd7
+# %% ../nbs/api/19_export.ipynb #8c59e66b
 AIRFLOW_RETRAIN = Template('''
 
 # checks the re-training policies; re-trains when one fires, and the gates decide promotion
@@ -161,7 +161,7 @@ with DAG($dag_id, schedule=$schedule, start_date=START, catchup=False, max_activ
     retrain()
 ''')
 
-# %% ../nbs/api/19_export.ipynb #1dce4b7f
+# %% ../nbs/api/19_export.ipynb #e501c65f
 def _py(obj) -> str:
     "A constant as readable Python source: one entry per line when it is long."
     import pprint
@@ -178,12 +178,13 @@ def _retrain_dag(cfg: PipelineConfig, mlops_nb: str, options: list[str], schedul
     command = [mlops_nb, "retrain", *(a for o, v in pairs if takes is None or o in takes for a in (o, v)), "--json"]
     return AIRFLOW_RETRAIN.substitute(command=repr(command), dag_id=repr(f"{cfg.name}_retrain"), schedule=repr(schedule))
 
-# %% ../nbs/api/19_export.ipynb #bf55f0c2
+# %% ../nbs/api/19_export.ipynb #2c0a1b55
 def airflow_dag(cfg: PipelineConfig, # the pipeline's configuration (its stages, name and workspace)
                 options: list[str] = (), # `cli_options(...)`: the config file and overrides every task passes
                 mlops_nb: str | None = None, # the command the tasks run; default `default_mlops_nb()`
                 schedule: str | None = None, # the pipeline DAG's cron or preset (`@weekly`); None: triggered by hand
                 retries: int = EXPORT_RETRIES, # each task's retries
+                retry_delay_s: int = RETRY_DELAY_S, # seconds before a retry
                 retrain: bool | None = None, # add the scheduled re-training DAG; None: when `mlops-nb retrain` exists
                 retrain_schedule: str = RETRAIN_SCHEDULE, # how often the re-training DAG checks the policies
                ) -> str:
@@ -193,12 +194,12 @@ def airflow_dag(cfg: PipelineConfig, # the pipeline's configuration (its stages,
     text = AIRFLOW_DAG.substitute(
         name=cfg.name, airflow=AIRFLOW_VERSION, first=repr(next(iter(stages))), first_stage=next(iter(stages)), mlops_nb=repr(mlops_nb),
         workspace=repr(str(cfg.workspace_path)), options=_py(list(options)), stages=_py(stages),
-        upstream=_py(task_upstream(cfg)), retries=retries, retry_delay=RETRY_DELAY_S,
+        upstream=_py(task_upstream(cfg)), retries=retries, retry_delay=retry_delay_s,
         run_stages=inspect.getsource(run_stages).strip(), dag_id=repr(dag_id(cfg)), schedule=repr(schedule))
     if retrain is None: retrain = cli_command_options("retrain") is not None
     return text + (_retrain_dag(cfg, mlops_nb, list(options), retrain_schedule) if retrain else "")
 
-# %% ../nbs/api/19_export.ipynb #7b805ed3
+# %% ../nbs/api/19_export.ipynb #f84ff4f3
 def export_airflow(cfg: PipelineConfig, # the pipeline's configuration
                    output: str | Path = "dags", # a folder (the file is `<dag id>.py`) or a `.py` file
                    **kw, # `airflow_dag`'s options
@@ -212,7 +213,7 @@ def export_airflow(cfg: PipelineConfig, # the pipeline's configuration
     path.write_text(text, encoding="utf-8")
     return path
 
-# %% ../nbs/api/19_export.ipynb #20628aed
+# %% ../nbs/api/19_export.ipynb #42facb02
 KUBEFLOW_IMAGE = "mlops-nb:latest"  # the default image of the steps: build it with mlops-nb installed (README), or pass --image
 
 def kubeflow_name(cfg: PipelineConfig) -> str:
@@ -226,7 +227,7 @@ def _stage_component(stage: str, image: str):
     component.component_spec.name = stage  # the task's name in the pipeline and its views: the stage's
     return component
 
-# %% ../nbs/api/19_export.ipynb #a08578eb
+# %% ../nbs/api/19_export.ipynb #2caef288
 def kubeflow_pipeline(cfg: PipelineConfig, # the pipeline's configuration (its stages, name and workspace)
                       options: list[str] = (), # `cli_options(...)`: the config file and overrides every task passes
                       mlops_nb: str = "mlops-nb", # the command the steps run (the pipeline parameter's default)
@@ -248,7 +249,7 @@ def kubeflow_pipeline(cfg: PipelineConfig, # the pipeline's configuration (its s
             tasks[stage] = t
     return pipeline
 
-# %% ../nbs/api/19_export.ipynb #9670a3ba
+# %% ../nbs/api/19_export.ipynb #d22a085f
 def export_kubeflow(cfg: PipelineConfig, # the pipeline's configuration
                     output: str | Path = "pipeline.yaml", # the pipeline definition to write (`.yaml`)
                     **kw, # `kubeflow_pipeline`'s options
