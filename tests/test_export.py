@@ -138,6 +138,7 @@ def test_airflow_retraining_dag_runs(tmp_path):
     assert r.returncode == 0 and "state=success" in r.stdout + r.stderr, (r.stdout + r.stderr)[-6000:]
 
 
+@pytest.mark.filterwarnings("ignore:You may be attemping to run a task that uses custom")  # the image is for a cluster
 def test_kubeflow_pipeline_runs_locally_and_a_second_run_reuses_unchanged_stages(tmp_path):
     from kfp import components, local
     ws, spec = tmp_path / "ws", tmp_path / "pipeline.yaml"
