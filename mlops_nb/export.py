@@ -10,8 +10,9 @@ __all__ = ['AIRFLOW_VERSION', 'EXPORT_RETRIES', 'RETRY_DELAY_S', 'RETRAIN_SCHEDU
            'cli_command_options', 'dag_id', 'airflow_dag', 'export_airflow', 'kubeflow_name', 'kubeflow_pipeline',
            'export_kubeflow']
 
-# %% ../nbs/api/19_export.ipynb #017ae563
+# %% ../nbs/api/19_export.ipynb #edae22ee
 import inspect
+import os
 import re
 import shutil
 import sys
@@ -21,7 +22,7 @@ from string import Template
 from .config import PipelineConfig
 from .pipeline import DAG, STAGE
 
-# %% ../nbs/api/19_export.ipynb #e056aabc
+# %% ../nbs/api/19_export.ipynb #5f95f626
 def task_stages(cfg: PipelineConfig) -> dict[str, list[str]]:
     "Each exported task's stage → the stages its `mlops-nb run --resume` names: its own and every stage before it."
     names = [s.name for s in DAG]
@@ -33,20 +34,20 @@ def task_stages(cfg: PipelineConfig) -> dict[str, list[str]]:
                          "`stages` from pipeline.yaml")
     return {s: chosen[:i + 1] for i, s in enumerate(chosen)}
 
-# %% ../nbs/api/19_export.ipynb #fbab59d6
+# %% ../nbs/api/19_export.ipynb #4d73888a
 def task_upstream(cfg: PipelineConfig) -> dict[str, list[str]]:
     "Each exported task's stage → the stages whose products it reads: the edges of the stage DAG."
     order = list(STAGE)
     return {s: sorted({p.split("/")[0] for p in STAGE[s].inputs.values()}, key=order.index) for s in task_stages(cfg)}
 
-# %% ../nbs/api/19_export.ipynb #dc5dda92
+# %% ../nbs/api/19_export.ipynb #63f525d8
 def cli_options(config: str | Path | None = None, # the pipeline.yaml the tasks read (made absolute); None: the defaults
                 overrides: list[str] | tuple[str, ...] = (), # `dotted.key=value` overrides, as `-p` takes them
                ) -> list[str]:
     "The `--config` and `-p` options every exported task passes to `mlops-nb`."
     return (["--config", str(Path(config).resolve())] if config else []) + [a for o in overrides for a in ("-p", o)]
 
-# %% ../nbs/api/19_export.ipynb #74ebd164
+# %% ../nbs/api/19_export.ipynb #8005edfa
 def run_stages(mlops_nb: str, # the project's `mlops-nb` command: an absolute path, or a name on PATH
                stages: str, # comma-separated: the task's stage and every stage before it (`task_stages`)
                workspace: str, # the pipeline's workspace folder
@@ -73,7 +74,7 @@ def run_stages(mlops_nb: str, # the project's `mlops-nb` command: an absolute pa
                            + ("; ".join(failed) or (said or ["no message"])[-1]))
     return summary["run_id"]
 
-# %% ../nbs/api/19_export.ipynb #ab28d02f
+# %% ../nbs/api/19_export.ipynb #22ddeece
 def default_mlops_nb() -> str:
     "The `mlops-nb` command of this installation, by absolute path (else the name, found on PATH where tasks run)."
     here = Path(sys.executable).parent / "mlops-nb"
@@ -86,7 +87,7 @@ def cli_command_options(name: str) -> list[str] | None:
     command = typer.main.get_command(app).commands.get(name)
     return None if command is None else [o for p in command.params for o in p.opts]
 
-# %% ../nbs/api/19_export.ipynb #9f17a286
+# %% ../nbs/api/19_export.ipynb #b4bd8dab
 AIRFLOW_VERSION = "3.3.2"  # the Airflow the exported DAG is tested with (tests/test_export.py installs exactly this one)
 EXPORT_RETRIES = 2  # a task's retries: a worker lost or a store briefly unreachable gets two more attempts, each resuming
 RETRY_DELAY_S = 60  # seconds before a retry: long enough for a restarted database or server to answer again
@@ -144,7 +145,7 @@ with DAG($dag_id, schedule=$schedule, start_date=START, catchup=False, max_activ
         for up in UPSTREAM[stage]: tasks[up] >> tasks[stage]
 ''')
 
-# %% ../nbs/api/19_export.ipynb #8c59e66b
+# %% ../nbs/api/19_export.ipynb #93f5320c
 AIRFLOW_RETRAIN = Template('''
 
 # checks the re-training policies; re-trains when one fires, and the gates decide promotion
@@ -161,7 +162,7 @@ with DAG($dag_id, schedule=$schedule, start_date=START, catchup=False, max_activ
     retrain()
 ''')
 
-# %% ../nbs/api/19_export.ipynb #e501c65f
+# %% ../nbs/api/19_export.ipynb #9f6b0fa8
 def _py(obj) -> str:
     "A constant as readable Python source: one entry per line when it is long."
     import pprint
@@ -178,7 +179,7 @@ def _retrain_dag(cfg: PipelineConfig, mlops_nb: str, options: list[str], schedul
     command = [mlops_nb, "retrain", *(a for o, v in pairs if takes is None or o in takes for a in (o, v)), "--json"]
     return AIRFLOW_RETRAIN.substitute(command=repr(command), dag_id=repr(f"{cfg.name}_retrain"), schedule=repr(schedule))
 
-# %% ../nbs/api/19_export.ipynb #2c0a1b55
+# %% ../nbs/api/19_export.ipynb #20c3f6ed
 def airflow_dag(cfg: PipelineConfig, # the pipeline's configuration (its stages, name and workspace)
                 options: list[str] = (), # `cli_options(...)`: the config file and overrides every task passes
                 mlops_nb: str | None = None, # the command the tasks run; default `default_mlops_nb()`
@@ -199,7 +200,7 @@ def airflow_dag(cfg: PipelineConfig, # the pipeline's configuration (its stages,
     if retrain is None: retrain = cli_command_options("retrain") is not None
     return text + (_retrain_dag(cfg, mlops_nb, list(options), retrain_schedule) if retrain else "")
 
-# %% ../nbs/api/19_export.ipynb #f84ff4f3
+# %% ../nbs/api/19_export.ipynb #aa07dbd3
 def export_airflow(cfg: PipelineConfig, # the pipeline's configuration
                    output: str | Path = "dags", # a folder (the file is `<dag id>.py`) or a `.py` file
                    **kw, # `airflow_dag`'s options
@@ -208,12 +209,15 @@ def export_airflow(cfg: PipelineConfig, # the pipeline's configuration
     out = Path(output)
     path = out if out.suffix == ".py" else out / f"{dag_id(cfg)}.py"
     if out.suffix not in ("", ".py"): raise ValueError(f"--output {output}: give a folder (Airflow's dags folder) or a .py file")
+    cmd = kw.get("mlops_nb") or default_mlops_nb()
+    if "/" in cmd and not (Path(cmd).is_file() and os.access(cmd, os.X_OK)):  # else every task would fail, and retry
+        raise ValueError(f"--mlops-nb {cmd}: no such executable; give the `mlops-nb` of the project's environment")
     text = airflow_dag(cfg, **kw)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
 
-# %% ../nbs/api/19_export.ipynb #42facb02
+# %% ../nbs/api/19_export.ipynb #62ad73bb
 KUBEFLOW_IMAGE = "mlops-nb:latest"  # the default image of the steps: build it with mlops-nb installed (README), or pass --image
 
 def kubeflow_name(cfg: PipelineConfig) -> str:
@@ -227,7 +231,7 @@ def _stage_component(stage: str, image: str):
     component.component_spec.name = stage  # the task's name in the pipeline and its views: the stage's
     return component
 
-# %% ../nbs/api/19_export.ipynb #2caef288
+# %% ../nbs/api/19_export.ipynb #316799db
 def kubeflow_pipeline(cfg: PipelineConfig, # the pipeline's configuration (its stages, name and workspace)
                       options: list[str] = (), # `cli_options(...)`: the config file and overrides every task passes
                       mlops_nb: str = "mlops-nb", # the command the steps run (the pipeline parameter's default)
@@ -249,7 +253,7 @@ def kubeflow_pipeline(cfg: PipelineConfig, # the pipeline's configuration (its s
             tasks[stage] = t
     return pipeline
 
-# %% ../nbs/api/19_export.ipynb #d22a085f
+# %% ../nbs/api/19_export.ipynb #59f9a21b
 def export_kubeflow(cfg: PipelineConfig, # the pipeline's configuration
                     output: str | Path = "pipeline.yaml", # the pipeline definition to write (`.yaml`)
                     **kw, # `kubeflow_pipeline`'s options

@@ -125,6 +125,33 @@ def test_airflow_file_with_the_retraining_dag_imports(tmp_path):
     assert "@daily" in dags["credit-risk_retrain"]["schedule"] and dags["credit-risk_pipeline"]["schedule"] == "None"
 
 
+def test_airflow_a_config_mistake_fails_the_task_without_retries(tmp_path):
+    "A config broken after the export: exit 2 from `mlops-nb run`, which no retry can mend, so the task fails at once."
+    venv, home, ws = airflow_venv(), tmp_path / "airflow", tmp_path / "ws"
+    config = tmp_path / "pipeline.yaml"
+    shutil.copy(ROOT / "pipeline.yaml", config)
+    r = mlops("export", "airflow", "--config", config, "--workspace", ws, "--output", home / "dags", "--mlops-nb", CLI[0],
+              "--retry-delay", 1)
+    assert r.returncode == 0, r.stderr
+    config.write_text(config.read_text() + "\ntunning: {}\n")
+    assert airflow(venv, home, "db", "migrate").returncode == 0
+    r = airflow(venv, home, "dags", "test", "credit-risk_pipeline")
+    log = r.stdout + r.stderr
+    assert "AirflowFailException" in log and "tunning: unknown key" in log, log[-6000:]
+    assert "up_for_retry" not in log and "state=failed" in log
+    assert not (ws / "runs").exists()  # refused before anything was made
+
+
+def test_export_mistakes_exit_2(tmp_path):
+    r = mlops("export", "kubeflow", "--output", tmp_path / "pipeline.json")
+    assert r.returncode == 2 and "a Kubeflow pipeline definition is a .yaml file" in r.stderr
+    r = mlops("export", "airflow", "-p", "stages=[gather,tune]", "--output", tmp_path)
+    assert r.returncode == 2 and "lacking ['validate', 'analyze', 'prepare']" in r.stderr
+    r = mlops("export", "airflow", "--mlops-nb", "/no/such/mlops-nb", "--output", tmp_path)
+    assert r.returncode == 2 and "no such executable" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.skipif(cli_command_options("retrain") is None, reason="this mlops-nb has no `retrain` command yet")
 def test_airflow_retraining_dag_runs(tmp_path):
     venv, home, ws = airflow_venv(), tmp_path / "airflow", tmp_path / "ws"
