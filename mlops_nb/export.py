@@ -10,7 +10,7 @@ __all__ = ['AIRFLOW_VERSION', 'EXPORT_RETRIES', 'RETRY_DELAY_S', 'RETRAIN_SCHEDU
            'cli_command_options', 'dag_id', 'airflow_dag', 'export_airflow', 'kubeflow_name', 'kubeflow_pipeline',
            'export_kubeflow']
 
-# %% ../nbs/api/19_export.ipynb #33cebf78
+# %% ../nbs/api/19_export.ipynb #f7d37ed9
 import inspect
 import os
 import re
@@ -22,7 +22,7 @@ from string import Template
 from .config import PipelineConfig
 from .pipeline import DAG, STAGE
 
-# %% ../nbs/api/19_export.ipynb #7776cfad
+# %% ../nbs/api/19_export.ipynb #4d16a4eb
 def task_stages(cfg: PipelineConfig) -> dict[str, list[str]]:
     "Each exported task's stage → the stages its `mlops-nb run --resume` names: its own and every stage before it."
     names = [s.name for s in DAG]
@@ -35,20 +35,20 @@ def task_stages(cfg: PipelineConfig) -> dict[str, list[str]]:
                          "`stages` from pipeline.yaml")
     return {s: chosen[:i + 1] for i, s in enumerate(chosen)}
 
-# %% ../nbs/api/19_export.ipynb #abc15ac8
+# %% ../nbs/api/19_export.ipynb #76ddd640
 def task_upstream(cfg: PipelineConfig) -> dict[str, list[str]]:
     "Each exported task's stage → the stages whose products it reads: the edges of the stage DAG."
     order = list(STAGE)
     return {s: sorted({p.split("/")[0] for p in STAGE[s].inputs.values()}, key=order.index) for s in task_stages(cfg)}
 
-# %% ../nbs/api/19_export.ipynb #949c6355
+# %% ../nbs/api/19_export.ipynb #e2874052
 def cli_options(config: str | Path | None = None, # the pipeline.yaml the tasks read (made absolute); None: the defaults
                 overrides: list[str] | tuple[str, ...] = (), # `dotted.key=value` overrides, as `-p` takes them
                ) -> list[str]:
     "The `--config` and `-p` options every exported task passes to `mlops-nb`."
     return (["--config", str(Path(config).resolve())] if config else []) + [a for o in overrides for a in ("-p", o)]
 
-# %% ../nbs/api/19_export.ipynb #12222a9e
+# %% ../nbs/api/19_export.ipynb #648d7396
 def run_stages(mlops_nb: str, # the project's `mlops-nb` command: an absolute path, or a name on PATH
                stages: str, # comma-separated: the task's stage and every stage before it (`task_stages`)
                workspace: str, # the pipeline's workspace folder
@@ -78,7 +78,7 @@ def run_stages(mlops_nb: str, # the project's `mlops-nb` command: an absolute pa
                            + ("; ".join(failed) or last))
     return summary["run_id"]
 
-# %% ../nbs/api/19_export.ipynb #eaa387c7
+# %% ../nbs/api/19_export.ipynb #c4fb3ea9
 def default_mlops_nb() -> str:
     "The `mlops-nb` command of this installation, by absolute path (else the name, found on PATH where tasks run)."
     here = Path(sys.executable).parent / "mlops-nb"
@@ -91,7 +91,7 @@ def cli_command_options(name: str) -> list[str] | None:
     command = typer.main.get_command(app).commands.get(name)
     return None if command is None else [o for p in command.params for o in p.opts]
 
-# %% ../nbs/api/19_export.ipynb #3d709116
+# %% ../nbs/api/19_export.ipynb #4cb92e4d
 AIRFLOW_VERSION = "3.3.2"  # the Airflow the exported DAG is tested with (tests/test_export.py installs exactly this one)
 EXPORT_RETRIES = 2  # a task's retries: a worker lost or a store briefly unreachable gets two more attempts, each resuming
 RETRY_DELAY_S = 60  # seconds before a retry: long enough for a restarted database or server to answer again
@@ -110,9 +110,7 @@ dependencies and the project's stay apart), so Airflow runs exactly the code `ml
 own stage, on the products of the earlier stages of the same run. A stage unchanged since an earlier run is reused
 (`cached`), as in any `mlops-nb run`. The run's reports and summary.json: <WORKSPACE>/runs/<run id>/.
 """
-import json
-import subprocess
-from datetime import datetime, timedelta, timezone
+${imports}from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import DAG, task
 from airflow.sdk.exceptions import AirflowFailException
@@ -149,7 +147,7 @@ with DAG($dag_id, schedule=$schedule, start_date=START, catchup=False, max_activ
         for up in UPSTREAM[stage]: tasks[up] >> tasks[stage]
 ''')
 
-# %% ../nbs/api/19_export.ipynb #e1037550
+# %% ../nbs/api/19_export.ipynb #c33cd0e5
 AIRFLOW_RETRAIN = Template('''
 
 # checks the re-training policies; re-trains when one fires, and the gates decide promotion
@@ -166,7 +164,7 @@ with DAG($dag_id, schedule=$schedule, start_date=START, catchup=False, max_activ
     retrain()
 ''')
 
-# %% ../nbs/api/19_export.ipynb #e194bc05
+# %% ../nbs/api/19_export.ipynb #c95a0b76
 def _py(obj) -> str:
     "A constant as readable Python source: one entry per line when it is long."
     import pprint
@@ -183,7 +181,7 @@ def _retrain_dag(cfg: PipelineConfig, mlops_nb: str, options: list[str], schedul
     command = [mlops_nb, "retrain", *(a for o, v in pairs if takes is None or o in takes for a in (o, v)), "--json"]
     return AIRFLOW_RETRAIN.substitute(command=repr(command), dag_id=repr(f"{cfg.name}_retrain"), schedule=repr(schedule))
 
-# %% ../nbs/api/19_export.ipynb #fcbe950a
+# %% ../nbs/api/19_export.ipynb #efe1897f
 def airflow_dag(cfg: PipelineConfig, # the pipeline's configuration (its stages, name and workspace)
                 options: list[str] = (), # `cli_options(...)`: the config file and overrides every task passes
                 mlops_nb: str | None = None, # the command the tasks run; default `default_mlops_nb()`
@@ -195,16 +193,17 @@ def airflow_dag(cfg: PipelineConfig, # the pipeline's configuration (its stages,
                ) -> str:
     "The text of an Airflow DAG file running the pipeline's stages as tasks (and, optionally, the re-training check)."
     mlops_nb = mlops_nb or default_mlops_nb()
-    stages = task_stages(cfg)
+    stages, first = task_stages(cfg), DAG[0].name
+    if retrain is None: retrain = cli_command_options("retrain") is not None
     text = AIRFLOW_DAG.substitute(
-        name=cfg.name, airflow=AIRFLOW_VERSION, first=repr(next(iter(stages))), first_stage=next(iter(stages)), mlops_nb=repr(mlops_nb),
+        name=cfg.name, airflow=AIRFLOW_VERSION, first=repr(first), first_stage=first, mlops_nb=repr(mlops_nb),
         workspace=repr(str(cfg.workspace_path)), options=_py(list(options)), stages=_py(stages),
         upstream=_py(task_upstream(cfg)), retries=retries, retry_delay=retry_delay_s,
-        run_stages=inspect.getsource(run_stages).strip(), dag_id=repr(dag_id(cfg)), schedule=repr(schedule))
-    if retrain is None: retrain = cli_command_options("retrain") is not None
+        run_stages=inspect.getsource(run_stages).strip(), dag_id=repr(dag_id(cfg)), schedule=repr(schedule),
+        imports="import json\nimport subprocess\n" if retrain else "")  # what the re-training task uses
     return text + (_retrain_dag(cfg, mlops_nb, list(options), retrain_schedule) if retrain else "")
 
-# %% ../nbs/api/19_export.ipynb #94294894
+# %% ../nbs/api/19_export.ipynb #889bcc94
 def export_airflow(cfg: PipelineConfig, # the pipeline's configuration
                    output: str | Path = "dags", # a folder (the file is `<dag id>.py`) or a `.py` file
                    **kw, # `airflow_dag`'s options
@@ -221,7 +220,7 @@ def export_airflow(cfg: PipelineConfig, # the pipeline's configuration
     path.write_text(text, encoding="utf-8")
     return path
 
-# %% ../nbs/api/19_export.ipynb #072d07de
+# %% ../nbs/api/19_export.ipynb #8230885b
 KUBEFLOW_IMAGE = "mlops-nb:latest"  # the default image of the steps: build it with mlops-nb installed (README), or pass --image
 
 def kubeflow_name(cfg: PipelineConfig) -> str:
@@ -235,7 +234,7 @@ def _stage_component(stage: str, image: str):
     component.component_spec.name = stage  # the task's name in the pipeline and its views: the stage's
     return component
 
-# %% ../nbs/api/19_export.ipynb #f27e4824
+# %% ../nbs/api/19_export.ipynb #547461a8
 def kubeflow_pipeline(cfg: PipelineConfig, # the pipeline's configuration (its stages, name and workspace)
                       options: list[str] = (), # `cli_options(...)`: the config file and overrides every task passes
                       mlops_nb: str = "mlops-nb", # the command the steps run (the pipeline parameter's default)
@@ -257,7 +256,7 @@ def kubeflow_pipeline(cfg: PipelineConfig, # the pipeline's configuration (its s
             tasks[stage] = t
     return pipeline
 
-# %% ../nbs/api/19_export.ipynb #56765cf7
+# %% ../nbs/api/19_export.ipynb #3f4f2d4a
 def export_kubeflow(cfg: PipelineConfig, # the pipeline's configuration
                     output: str | Path = "pipeline.yaml", # the pipeline definition to write (`.yaml`)
                     **kw, # `kubeflow_pipeline`'s options
