@@ -16,7 +16,8 @@ import typer
 from .config import WORKSPACE_ENV, ConfigError, PipelineConfig, load_config
 
 # %% auto #0
-__all__ = ['app', 'run', 'init', 'validate', 'promote', 'rollback', 'models', 'serve', 'predict', 'predictions']
+__all__ = ['app', 'export_app', 'run', 'init', 'validate', 'promote', 'rollback', 'models', 'serve', 'predict', 'predictions',
+           'export_airflow_command', 'export_kubeflow_command']
 
 # %% ../nbs/api/11_cli.ipynb #7b513604
 app = typer.Typer(help="Notebook-first MLOps: run the pipeline, validate data, manage the model registry.",
@@ -305,3 +306,64 @@ def predictions(config: Optional[Path] = typer.Option(None, "--config", "-c", he
     if as_json: sys.stdout.write(df.to_json(orient="records", date_format="iso") + "\n")
     else: typer.echo(f"{len(df)} predictions" + (f" -> {output}" if output else "") +
                      (f"; {df.label.notna().sum()} with feedback" if len(df) else ""), err=True)
+
+# %% ../nbs/api/11_cli.ipynb #b27e0275
+export_app = typer.Typer(help="Write the pipeline as an Airflow DAG or a Kubeflow pipeline whose tasks run `mlops-nb run`.",
+                         no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+def _export_setup(config: Optional[Path], workspace: Optional[Path], param: list[str]):
+    "The configuration an export reads and the options its tasks pass (`--config` made absolute, `-p`)."
+    from mlops_nb.export import cli_options, task_stages
+    if config is None and Path("pipeline.yaml").is_file(): config = Path("pipeline.yaml")
+    cfg = _config(config, param, workspace=workspace)
+    try: task_stages(cfg)
+    except ValueError as e: _fail(str(e))
+    return cfg, cli_options(config, param)
+
+def _export_output(path: Path, cfg: PipelineConfig, what: str) -> None:
+    "Say what was written (standard error) and where (standard output)."
+    from mlops_nb.export import task_stages
+    typer.echo(f"{what}: {len(task_stages(cfg))} tasks ({' -> '.join(task_stages(cfg))}), workspace {cfg.workspace_path}", err=True)
+    typer.echo(str(path))
+
+# %% ../nbs/api/11_cli.ipynb #3fde16d8
+@export_app.command("airflow")
+def export_airflow_command(
+        output: Path = typer.Option(Path("dags"), "--output", "-o", help="Airflow's dags folder (the file is <name>_pipeline.py) or a .py file"),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline.yaml (default ./pipeline.yaml, else demo defaults)"),
+        workspace: Optional[Path] = _workspace_option(),
+        param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value (repeatable), passed by every task"),
+        mlops_nb: Optional[str] = typer.Option(None, "--mlops-nb", help="the command the tasks run (default: this installation's, by absolute path)"),
+        schedule: Optional[str] = typer.Option(None, "--schedule", help="cron or preset (@weekly) of the pipeline DAG (default: triggered by hand)"),
+        retries: Optional[int] = typer.Option(None, "--retries", help="retries of each task, each resuming the run (default 2)"),
+        retry_delay: Optional[int] = typer.Option(None, "--retry-delay", help="seconds before a retry (default 60)"),
+        retrain_schedule: Optional[str] = typer.Option(None, "--retrain-schedule", help="schedule of the re-training DAG, when `mlops-nb retrain` exists (default @daily)")):
+    "Write an Airflow DAG of the stage notebooks: one task per stage, each running this project's `mlops-nb run`."
+    from mlops_nb.export import RETRAIN_SCHEDULE, cli_command_options, export_airflow
+    cfg, options = _export_setup(config, workspace, param)
+    given = {k: v for k, v in (("retries", retries), ("retry_delay_s", retry_delay), ("retrain_schedule", retrain_schedule))
+             if v is not None}
+    try: path = export_airflow(cfg, output, options=options, mlops_nb=mlops_nb, schedule=schedule, **given)
+    except (ValueError, OSError) as e: _fail(str(e))
+    retrain = (f" and {cfg.name}_retrain ({retrain_schedule or RETRAIN_SCHEDULE})" if cli_command_options("retrain") is not None
+               else " (this mlops-nb has no `retrain` command: no re-training DAG)")
+    _export_output(path, cfg, f"wrote the Airflow DAG {cfg.name}_pipeline{retrain}")
+
+# %% ../nbs/api/11_cli.ipynb #3ee47722
+@export_app.command("kubeflow")
+def export_kubeflow_command(
+        output: Path = typer.Option(Path("pipeline.yaml"), "--output", "-o", help="the pipeline definition to write (.yaml)"),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline.yaml (default ./pipeline.yaml, else demo defaults)"),
+        workspace: Optional[Path] = _workspace_option(),
+        param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value (repeatable), passed by every task"),
+        mlops_nb: str = typer.Option("mlops-nb", "--mlops-nb", help="the command the steps run (a pipeline parameter)"),
+        image: Optional[str] = typer.Option(None, "--image", help="the steps' image, with mlops-nb installed (default mlops-nb:latest)"),
+        retries: Optional[int] = typer.Option(None, "--retries", help="retries of each task, each resuming the run (default 2)")):
+    "Compile the stage DAG with kfp to a Kubeflow Pipelines definition (IR YAML)."
+    from mlops_nb.export import export_kubeflow
+    cfg, options = _export_setup(config, workspace, param)
+    given = {k: v for k, v in (("image", image), ("retries", retries)) if v is not None}
+    try: path = export_kubeflow(cfg, output, options=options, mlops_nb=mlops_nb, **given)
+    except (ValueError, ImportError, OSError) as e: _fail(str(e))
+    _export_output(path, cfg, f"compiled the Kubeflow pipeline {path.name}")
