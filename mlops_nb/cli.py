@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from .config import WORKSPACE_ENV, ConfigError, PipelineConfig, load_config
+from .config import WORKSPACE_ENV, ConfigError, PipelineConfig, load_config, quiet_mlflow
 
 # %% auto #0
 __all__ = ['app', 'run', 'init', 'validate', 'promote', 'rollback', 'models', 'serve', 'predict', 'predictions']
@@ -21,6 +21,10 @@ __all__ = ['app', 'run', 'init', 'validate', 'promote', 'rollback', 'models', 's
 # %% ../nbs/api/11_cli.ipynb #7b513604
 app = typer.Typer(help="Notebook-first MLOps: run the pipeline, validate data, manage the model registry.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+@app.callback()
+def _quiet():  # before any command touches MLflow: the terminal shows what the project says, not MLflow's INFO lines
+    quiet_mlflow()
 
 def _workspace_option():
     return typer.Option(None, "--workspace", "-w", envvar=WORKSPACE_ENV,
