@@ -12,6 +12,7 @@ import importlib.resources
 import json
 import logging
 import os
+import queue
 import shutil
 import sys
 import time
@@ -33,15 +34,15 @@ from .data import write_json
 
 # %% auto #0
 __all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'EXPERIMENT_TAGS', 'UNLOGGED_SUFFIXES', 'PARENT_SETTINGS', 'STAGE_KERNEL_ENV',
-           'KERNEL_FILE_PREFIX', 'WARM_TIMEOUT_S', 'WARM_ALWAYS', 'STOPPING', 'RUN_LOCK', 'STOP', 'FIX_FIRST_ERRORS',
+           'KERNEL_FILE_PREFIX', 'RUN_LOCK', 'STOP', 'WARM_TIMEOUT_S', 'WARM_ALWAYS', 'STOPPING', 'FIX_FIRST_ERRORS',
            'VOLATILE_KEYS', 'SIDE_EFFECT_STAGES', 'WORKSPACE_KEYS', 'FIRST_READER', 'DONE', 'PROJECT_HEADER', 'Stage',
            'notebook_parameters', 'check_stage_notebook', 'check_dag', 'packaged_stages_dir', 'stages_dir',
            'describe_stages', 'new_run_id', 'latest_run_dir', 'ensure_experiment', 'StageContext', 'StageNotReady',
            'quiet_stage', 'open_stage', 'prepare_run', 'build_summary', 'log_parent_run', 'IPCKernelManager',
-           'kill_stage_kernels', 'shutdown_stage_kernels', 'remove_stale_kernel_files', 'notebook_modules',
-           'SpareKernel', 'stop_kernel', 'join_stopping', 'Interrupted', 'stop_signal', 'signals_interrupt',
-           'exit_code', 'run_alive', 'close_open_runs', 'reap_dead_runs', 'mark_latest', 'latest_resumable',
-           'resume_helps', 'stage_timing', 'run_stage', 'finish_stage', 'file_digest', 'notebook_digest', 'config_part',
+           'kill_stage_kernels', 'shutdown_stage_kernels', 'remove_stale_kernel_files', 'Interrupted', 'stop_signal',
+           'signals_interrupt', 'exit_code', 'run_alive', 'notebook_modules', 'SpareKernel', 'stop_kernel',
+           'join_stopping', 'close_open_runs', 'reap_dead_runs', 'mark_latest', 'latest_resumable', 'resume_helps',
+           'stage_timing', 'run_stage', 'finish_stage', 'file_digest', 'notebook_digest', 'config_part',
            'source_digest', 'stage_key', 'key_of', 'earlier_stages', 'plan_stage', 'run_pipeline', 'run_timing',
            'init_project']
 
@@ -465,100 +466,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError: return True
     return True
 
-# %% ../nbs/api/10_pipeline.ipynb #05fc6dff
-WARM_TIMEOUT_S = 120  # a spare kernel still importing after this long is dropped: its stage starts a kernel of its own
-WARM_ALWAYS = ("pyarrow.parquet", "pyarrow.dataset", "matplotlib.pyplot", "IPython.display", "sklearn.pipeline",
-               "mlflow.sklearn", "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
-               "alembic.command", "git")  # imported on first use by every stage (reading Parquet, opening the MLflow store)
-
-def notebook_modules(path: str | Path) -> list[str]:
-    "The modules a notebook's code cells import at their top level (`import a.b`, `from a.b import c`), once each."
-    mods = []
-    for c in json.loads(Path(path).read_text(encoding="utf-8"))["cells"]:
-        if c["cell_type"] != "code": continue
-        try: tree = ast.parse("".join(c["source"]))
-        except SyntaxError: continue  # a cell with IPython magics: its imports are not warmed
-        for node in tree.body:
-            if isinstance(node, ast.Import): mods += [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level: mods.append(node.module)
-    return list(dict.fromkeys(mods))
-
-def _warm_code(modules: list[str]) -> str:
-    "Import `modules` in a kernel without binding a name in the notebook's namespace (a helper function, deleted after)."
-    return (f"def _mlops_nb_warm():\n    import importlib\n    for m in {modules!r}:\n"
-            "        try: importlib.import_module(m)\n        except Exception: pass  # the stage itself will say why\n"
-            "_mlops_nb_warm(); del _mlops_nb_warm")
-
-def _client(km):
-    from jupyter_client.blocking import BlockingKernelClient
-    kc = BlockingKernelClient()
-    kc.load_connection_info(km.get_connection_info())
-    return kc
-
-class SpareKernel:
-    "A stage kernel started ahead, importing the next stage notebook's modules while the current stage runs."
-    def __init__(self, cwd: str | Path, # where the kernel runs (the run folder, as for papermill's own kernels)
-                 modules: list[str], # modules to import ahead (`notebook_modules` of the stage it is for)
-                ):
-        from jupyter_client.utils import run_sync
-        self.km = IPCKernelManager(kernel_name="python3")
-        IPCKernelManager.spares.add(self.km)  # before it starts: a signal from now on kills it too
-        run_sync(self.km.start_kernel)(cwd=str(cwd))  # only launches the process; it boots while the stage runs
-        self.warm = threading.Thread(target=self._warm, args=(modules,), name="mlops-nb-warm", daemon=True)
-        self.ok = False
-        self.warm.start()
-
-    def _warm(self, modules: list[str]) -> None:
-        kc = _client(self.km)
-        kc.start_channels()
-        try:
-            kc.wait_for_ready(timeout=WARM_TIMEOUT_S)
-            msg_id = kc.execute(_warm_code(modules), silent=True, store_history=False)  # no output, no execution count
-            while kc.get_shell_msg(timeout=WARM_TIMEOUT_S)["parent_header"].get("msg_id") != msg_id: pass
-            self.ok = True
-        except Exception: pass  # a kernel that cannot warm is not used (`take` gives None)
-        finally: kc.stop_channels()
-
-    def take(self):
-        "The warmed kernel manager for a stage (it is the stage's from now on), or None when warming failed."
-        self.warm.join(WARM_TIMEOUT_S)
-        proc = _kernel_process(self.km)
-        if not (self.ok and proc is not None and proc.poll() is None): self.close(); return None
-        IPCKernelManager.spares.discard(self.km)
-        return self.km
-
-    def close(self) -> None:
-        "Stop the spare kernel (not used: the run ended, or its stage was reused)."
-        proc = _kernel_process(self.km)
-        if proc is not None and proc.poll() is None: proc.kill()
-        _remove_kernel(self.km)
-
-STOPPING: list = []  # threads shutting down stage kernels of finished stages (joined before a run ends)
-
-def _stop(km, proc, wait_s: float) -> None:
-    kc = _client(km)
-    try:
-        kc.start_channels(); kc.shutdown()
-        proc.wait(timeout=wait_s)
-    except Exception: proc.kill(); proc.wait(timeout=10)
-    finally:
-        kc.stop_channels(); km.cleanup_connection_file(); km.cleanup_ipc_files()
-
-def stop_kernel(km, # a stage kernel the runner started (a taken `SpareKernel`)
-                wait_s: float = 5, # how long a kernel may take to exit on request before it is killed
-               ) -> None:
-    "Shut a stage kernel down as nbclient does its own (a shutdown request, then a kill), in the background."
-    IPCKernelManager.live.discard(km)  # it is no longer a stage's: `shutdown_stage_kernels` leaves it to this thread
-    proc = _kernel_process(km)
-    if proc is None or proc.poll() is not None: return _remove_kernel(km)
-    t = threading.Thread(target=_stop, args=(km, proc, wait_s), name="mlops-nb-stop-kernel", daemon=True)
-    t.start(); STOPPING.append(t)
-
-def join_stopping(timeout: float = 15) -> None:
-    "Wait for the kernels being shut down in the background (a run ends with no kernel of its own left)."
-    while STOPPING: STOPPING.pop().join(timeout)
-
-
 # %% ../nbs/api/10_pipeline.ipynb #409f0a22
 def _echo_stderr(msg: str) -> None: print(msg, file=sys.stderr, flush=True)
 
@@ -612,6 +519,105 @@ def run_alive(run_dir: Path) -> bool:
     try:
         with file_lock(Path(run_dir) / RUN_LOCK, timeout_s=0): return False
     except TimeoutError: return True
+
+# %% ../nbs/api/10_pipeline.ipynb #05fc6dff
+WARM_TIMEOUT_S = 120  # a spare kernel still importing after this long is dropped: its stage starts a kernel of its own
+WARM_ALWAYS = ("pyarrow.parquet", "pyarrow.dataset", "matplotlib.pyplot", "IPython.display", "sklearn.pipeline",
+               "mlflow.sklearn", "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
+               "alembic.command", "git")  # imported on first use by every stage (reading Parquet, opening the MLflow store)
+
+def notebook_modules(path: str | Path) -> list[str]:
+    "The modules a notebook's code cells import at their top level (`import a.b`, `from a.b import c`), once each."
+    mods = []
+    for c in json.loads(Path(path).read_text(encoding="utf-8"))["cells"]:
+        if c["cell_type"] != "code": continue
+        try: tree = ast.parse("".join(c["source"]))
+        except SyntaxError: continue  # a cell with IPython magics: its imports are not warmed
+        for node in tree.body:
+            if isinstance(node, ast.Import): mods += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level: mods.append(node.module)
+    return list(dict.fromkeys(mods))
+
+def _warm_code(modules: list[str]) -> str:
+    "Import `modules` in a kernel without binding a name in the notebook's namespace (a helper function, deleted after)."
+    return (f"def _mlops_nb_warm():\n    import importlib\n    for m in {modules!r}:\n"
+            "        try: importlib.import_module(m)\n        except Exception: pass  # the stage itself will say why\n"
+            "_mlops_nb_warm(); del _mlops_nb_warm")
+
+def _client(km):
+    from jupyter_client.blocking import BlockingKernelClient
+    kc = BlockingKernelClient()
+    kc.load_connection_info(km.get_connection_info())
+    return kc
+
+class SpareKernel:
+    "A stage kernel started ahead, importing the next stage notebook's modules while the current stage runs."
+    def __init__(self, cwd: str | Path, # where the kernel runs (the run folder, as for papermill's own kernels)
+                 modules: list[str], # modules to import ahead (`notebook_modules` of the stage it is for)
+                ):
+        from jupyter_client.utils import run_sync
+        self.km = IPCKernelManager(kernel_name="python3")
+        IPCKernelManager.spares.add(self.km)  # before it starts: a signal from now on kills it too
+        run_sync(self.km.start_kernel)(cwd=str(cwd))  # only launches the process; it boots while the stage runs
+        self.warm = threading.Thread(target=self._warm, args=(modules,), name="mlops-nb-warm", daemon=True)
+        self.ok = False
+        self.warm.start()
+
+    def _warm(self, modules: list[str]) -> None:
+        kc, proc = _client(self.km), _kernel_process(self.km)
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=WARM_TIMEOUT_S)
+            msg_id = kc.execute(_warm_code(modules), silent=True, store_history=False)  # no output, no execution count
+            deadline = time.monotonic() + WARM_TIMEOUT_S
+            while time.monotonic() < deadline and proc.poll() is None and not STOP:  # a killed kernel never answers
+                try: reply = kc.get_shell_msg(timeout=0.2)
+                except queue.Empty: continue
+                if reply["parent_header"].get("msg_id") == msg_id: self.ok = True; return
+        except Exception: pass  # a kernel that cannot warm is not used (`take` gives None)
+        finally: kc.stop_channels()
+
+    def take(self):
+        "The warmed kernel manager for a stage (it is the stage's from now on), or None when warming failed."
+        while self.warm.is_alive():
+            self.warm.join(0.2)
+            if STOP: self.close(); raise Interrupted(STOP[0])  # asked to stop while waiting: no stage starts
+        proc = _kernel_process(self.km)
+        if not (self.ok and proc is not None and proc.poll() is None): self.close(); return None
+        IPCKernelManager.spares.discard(self.km)
+        return self.km
+
+    def close(self) -> None:
+        "Stop the spare kernel (not used: the run ended, or its stage was reused)."
+        proc = _kernel_process(self.km)
+        if proc is not None and proc.poll() is None: proc.kill()
+        _remove_kernel(self.km)
+
+STOPPING: list = []  # threads shutting down stage kernels of finished stages (joined before a run ends)
+
+def _stop(km, proc, wait_s: float) -> None:
+    kc = _client(km)
+    try:
+        kc.start_channels(); kc.shutdown()
+        proc.wait(timeout=wait_s)
+    except Exception: proc.kill(); proc.wait(timeout=10)
+    finally:
+        kc.stop_channels(); km.cleanup_connection_file(); km.cleanup_ipc_files()
+
+def stop_kernel(km, # a stage kernel the runner started (a taken `SpareKernel`)
+                wait_s: float = 5, # how long a kernel may take to exit on request before it is killed
+               ) -> None:
+    "Shut a stage kernel down as nbclient does its own (a shutdown request, then a kill), in the background."
+    IPCKernelManager.live.discard(km)  # it is no longer a stage's: `shutdown_stage_kernels` leaves it to this thread
+    proc = _kernel_process(km)
+    if proc is None or proc.poll() is not None: return _remove_kernel(km)
+    t = threading.Thread(target=_stop, args=(km, proc, wait_s), name="mlops-nb-stop-kernel", daemon=True)
+    t.start(); STOPPING.append(t)
+
+def join_stopping(timeout: float = 15) -> None:
+    "Wait for the kernels being shut down in the background (a run ends with no kernel of its own left)."
+    while STOPPING: STOPPING.pop().join(timeout)
+
 
 # %% ../nbs/api/10_pipeline.ipynb #f206849d
 def close_open_runs(client, # MlflowClient of the run's store
@@ -1098,8 +1104,9 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, 
             records.append({"name": stage.name, "status": "failed", "error": f"interrupted by {interrupted}",
                             "interrupted": interrupted, "seconds": 0.0})
             echo(f"[{i}/{len(todo)}] {stage.name:<9} FAILED: interrupted by {interrupted}")
+        else: echo(f"interrupted by {interrupted} after {stage.name if stage else 'the set-up'}: no further stage runs")
     finally:  # the reports rendered meanwhile are logged before the run says how it ended
-        if spare is not None: spare.close()
+        shutdown_stage_kernels(spares=True)  # the spare kernel, and any a signal left half-started
         join_stopping()
         for rec, pending in unreported.values():
             t = finish_stage(rec, client, pending)["timing"]
