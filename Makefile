@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# the kernel's display name as nbdev-clean writes it into notebooks: JupyterLab then opens them unmodified
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name python3 >/dev/null
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -28,6 +30,7 @@ sync-check: setup
 
 export: setup  # after editing notebooks: library code, clean notebooks, the packaged stage notebooks, the README
 	$(BIN)/nbdev-export
+	$(BIN)/python tools/nb_metadata.py
 	$(BIN)/nbdev-clean
 	$(BIN)/python tools/sync_stages.py
 	$(BIN)/python tools/readme.py

@@ -13,15 +13,19 @@ from typing import Optional
 
 import typer
 
-from .config import WORKSPACE_ENV, ConfigError, PipelineConfig, load_config
+from .config import WORKSPACE_ENV, ConfigError, PipelineConfig, load_config, quiet_mlflow
 
 # %% auto #0
-__all__ = ['app', 'export_app', 'run', 'init', 'validate', 'promote', 'rollback', 'models', 'serve', 'predict', 'predictions',
-           'drift', 'export_airflow_command', 'export_kubeflow_command']
+__all__ = ['app', 'UI_PORT', 'export_app', 'run', 'ui_url', 'ui_hint', 'init', 'validate', 'promote', 'rollback', 'models',
+           'serve', 'predict', 'predictions', 'drift', 'export_airflow_command', 'export_kubeflow_command']
 
 # %% ../nbs/api/11_cli.ipynb #7b513604
 app = typer.Typer(help="Notebook-first MLOps: run the pipeline, validate data, manage the model registry.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+@app.callback()
+def _quiet():  # before any command touches MLflow: the terminal shows what the project says, not MLflow's INFO lines
+    quiet_mlflow()
 
 def _workspace_option():
     return typer.Option(None, "--workspace", "-w", envvar=WORKSPACE_ENV,
@@ -101,6 +105,19 @@ def _print_run(s: dict) -> None:
         say(f"model {m['name']} v{m['version']}: {verdict}")
     if s.get("timing"): say("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timing"].items()))
     say(f"tracking: {s['tracking_uri']}")
+    if s.get("experiment_id"): say(f"runs table: {ui_hint(s['tracking_uri'], s['experiment_id'])}")
+
+UI_PORT = 5000  # `mlflow ui`'s default port
+
+def ui_url(base: str, experiment_id: str) -> str:
+    "The MLflow UI page of an experiment's runs table (MLflow 3's UI opens on its GenAI views without `workflowType`)."
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+def ui_hint(tracking_uri: str, experiment_id: str) -> str:
+    "How to see a run in the MLflow UI: the server's page, or the command that starts a UI on a local store."
+    if tracking_uri.startswith(("http://", "https://")): return ui_url(tracking_uri, experiment_id)
+    return (f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {tracking_uri}, then open "
+            f"{ui_url(f'http://127.0.0.1:{UI_PORT}', experiment_id)}")
 
 # %% ../nbs/api/11_cli.ipynb #d8afc969
 def _again_command(config, data, target, stages, workspace, params) -> list[str]:

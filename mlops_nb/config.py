@@ -19,7 +19,8 @@ __all__ = ['Scenario', 'Family', 'Sensitive', 'NumericTest', 'CategoricalTest', 
            'NAME_PATTERN', 'WORKSPACE_ENV', 'DemoConfig', 'DataConfig', 'SplitConfig', 'ValidationConfig',
            'AnalysisConfig', 'FeaturesConfig', 'TuningConfig', 'TrainingConfig', 'Bound', 'ChampionGate', 'GatesConfig',
            'RegistryConfig', 'ServingConfig', 'DriftConfig', 'PipelineConfig', 'ConfigError', 'validate_config',
-           'apply_overrides', 'data_overrides', 'name_from_path', 'load_config', 'dump_config', 'config_reference']
+           'apply_overrides', 'data_overrides', 'name_from_path', 'load_config', 'dump_config', 'quiet_mlflow',
+           'config_reference']
 
 # %% ../nbs/api/00_config.ipynb #bf4efb1d
 def _one_item_lists(model: type[BaseModel], data):
@@ -419,6 +420,14 @@ def dump_config(cfg: PipelineConfig, path: str | Path) -> Path:
     if cfg.stages_dir: d["stages_dir"] = str(cfg.path(cfg.stages_dir))
     Path(path).write_text(yaml.safe_dump(d, sort_keys=False), encoding="utf-8")
     return Path(path)
+
+# %% ../nbs/api/00_config.ipynb #8c52a45b
+def quiet_mlflow() -> None:
+    "Keep MLflow to warnings in this process: no 'Creating initial MLflow database tables…' INFO lines, no progress bars."
+    import logging
+    os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"  # read when mlflow is imported ...
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # ... and at each download
+    for name in ("mlflow", "alembic"): logging.getLogger(name).setLevel(logging.WARNING)  # ... and set here if it already was
 
 # %% ../nbs/api/00_config.ipynb #e5f8a249
 def config_reference(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> list[tuple[str, str, str]]:

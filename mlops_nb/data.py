@@ -490,5 +490,7 @@ def snapshot_dataset(snap: Snapshot, # the snapshot a model is trained from
     df = snap.read()
     with warnings.catch_warnings():  # MLflow's hints on source kinds and integer columns say nothing about this data
         warnings.simplefilter("ignore")
-        return mlflow.data.from_pandas(df, source=str(snap.path), name=name or f"snapshot-{snap.id[:12]}",
-                                       digest=snap.id[:32], targets=target if target in df.columns else None)
+        ds = mlflow.data.from_pandas(df, source=str(snap.path), name=name or f"snapshot-{snap.id[:12]}",
+                                     digest=snap.id[:32], targets=target if target in df.columns else None)
+        ds.schema  # inferred (and cached) here, under this filter, not later when the dataset is logged
+    return ds

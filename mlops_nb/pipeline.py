@@ -12,6 +12,7 @@ import importlib.resources
 import json
 import logging
 import os
+import queue
 import shutil
 import sys
 import time
@@ -28,19 +29,20 @@ from typing import Any, Callable
 import yaml
 
 from .config import (STAGES, WORKSPACE_ENV, ConfigError, PipelineConfig, apply_overrides, data_overrides, dump_config,
-                             load_config, name_from_path, validate_config)
+                             load_config, name_from_path, quiet_mlflow, validate_config)
 from .data import write_json
 
 # %% auto #0
 __all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'EXPERIMENT_TAGS', 'UNLOGGED_SUFFIXES', 'PARENT_SETTINGS', 'STAGE_KERNEL_ENV',
-           'KERNEL_FILE_PREFIX', 'RUN_LOCK', 'STOP', 'FIX_FIRST_ERRORS', 'VOLATILE_KEYS', 'SIDE_EFFECT_STAGES',
-           'WORKSPACE_KEYS', 'FIRST_READER', 'DONE', 'PROJECT_HEADER', 'Stage', 'notebook_parameters',
-           'check_stage_notebook', 'check_dag', 'packaged_stages_dir', 'stages_dir', 'describe_stages', 'new_run_id',
-           'latest_run_dir', 'ensure_experiment', 'StageContext', 'StageNotReady', 'quiet_stage', 'open_stage',
-           'prepare_run', 'build_summary', 'log_parent_run', 'IPCKernelManager', 'kill_stage_kernels',
-           'shutdown_stage_kernels', 'remove_stale_kernel_files', 'Interrupted', 'stop_signal', 'signals_interrupt',
-           'exit_code', 'run_alive', 'close_open_runs', 'reap_dead_runs', 'mark_latest', 'latest_resumable',
-           'resume_helps', 'stage_timing', 'run_stage', 'finish_stage', 'file_digest', 'notebook_digest', 'config_part',
+           'KERNEL_FILE_PREFIX', 'RUN_LOCK', 'STOP', 'WARM_TIMEOUT_S', 'WARM_ALWAYS', 'STOPPING', 'FIX_FIRST_ERRORS',
+           'VOLATILE_KEYS', 'SIDE_EFFECT_STAGES', 'WORKSPACE_KEYS', 'FIRST_READER', 'DONE', 'PROJECT_HEADER', 'Stage',
+           'notebook_parameters', 'check_stage_notebook', 'check_dag', 'packaged_stages_dir', 'stages_dir',
+           'describe_stages', 'new_run_id', 'latest_run_dir', 'ensure_experiment', 'StageContext', 'StageNotReady',
+           'quiet_stage', 'open_stage', 'prepare_run', 'build_summary', 'log_parent_run', 'IPCKernelManager',
+           'kill_stage_kernels', 'shutdown_stage_kernels', 'remove_stale_kernel_files', 'Interrupted', 'stop_signal',
+           'signals_interrupt', 'exit_code', 'run_alive', 'notebook_modules', 'SpareKernel', 'stop_kernel',
+           'join_stopping', 'close_open_runs', 'reap_dead_runs', 'mark_latest', 'latest_resumable', 'resume_helps',
+           'stage_timing', 'run_stage', 'finish_stage', 'file_digest', 'notebook_digest', 'config_part',
            'source_digest', 'stage_key', 'key_of', 'earlier_stages', 'plan_stage', 'run_pipeline', 'run_timing',
            'init_project']
 
@@ -284,9 +286,7 @@ class _NoShutdownInterrupt(logging.Filter):
 def quiet_stage() -> None:
     "Keep a stage's outputs to what the project says, however it runs: no progress-widget warnings, no MLflow INFO lines."
     warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a kernel without ipywidgets
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # read by MLflow at each download
-    os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"  # "Creating initial MLflow database tables…": read when mlflow is imported,
-    for name in ("mlflow", "alembic"): logging.getLogger(name).setLevel(logging.WARNING)  # ... and set here if it already was
+    quiet_mlflow()
     logging.getLogger("IPKernelApp").addFilter(_NoShutdownInterrupt())
 
 def _fail_run_on_error(ctx) -> None:
@@ -408,6 +408,7 @@ class IPCKernelManager(AsyncKernelManager):
     "Stage kernels talk over local IPC sockets, not TCP (nothing listens on the network), with `STAGE_KERNEL_ENV` set."
     # async, as nbclient expects: its client then polls without blocking and notices a kernel that died
     live: set = set()  # kernels this process started: what a stage left running is shut down after it
+    spares: set = set()  # of those, the ones started ahead for a later stage (`SpareKernel`): kept between stages
 
     def __init__(self, **kw):
         from jupyter_core.paths import jupyter_runtime_dir
@@ -431,15 +432,23 @@ def kill_stage_kernels() -> int:
         if proc is not None and proc.poll() is None: proc.kill(); n += 1
     return n
 
-def shutdown_stage_kernels() -> int:
+def _remove_kernel(km) -> None:
+    "Forget a stage kernel whose process was stopped, and remove its connection and socket files."
+    IPCKernelManager.live.discard(km); IPCKernelManager.spares.discard(km)
+    proc = _kernel_process(km)
+    if proc is not None: proc.wait(timeout=10)
+    km.cleanup_connection_file(); km.cleanup_ipc_files()
+
+def shutdown_stage_kernels(spares: bool = False, # also the spare kernels started ahead (the run is ending)
+                          ) -> int:
     "Kill the stage kernels still alive (an interrupted stage leaves its kernel running) and remove their files."
     # no asyncio here: an interrupt leaves nbclient's event loop holding tasks that would re-raise it when run again
-    n = kill_stage_kernels()
-    for km in list(IPCKernelManager.live):
-        IPCKernelManager.live.discard(km)
+    gone = [km for km in list(IPCKernelManager.live) if spares or km not in IPCKernelManager.spares]
+    n = 0
+    for km in gone:
         proc = _kernel_process(km)
-        if proc is not None: proc.wait(timeout=10)
-        km.cleanup_connection_file(); km.cleanup_ipc_files()
+        if proc is not None and proc.poll() is None: proc.kill(); n += 1
+    for km in gone: _remove_kernel(km)
     return n
 
 def remove_stale_kernel_files() -> list[str]:
@@ -511,6 +520,105 @@ def run_alive(run_dir: Path) -> bool:
     try:
         with file_lock(Path(run_dir) / RUN_LOCK, timeout_s=0): return False
     except TimeoutError: return True
+
+# %% ../nbs/api/10_pipeline.ipynb #05fc6dff
+WARM_TIMEOUT_S = 120  # a spare kernel still importing after this long is dropped: its stage starts a kernel of its own
+WARM_ALWAYS = ("pyarrow.parquet", "pyarrow.dataset", "matplotlib.pyplot", "IPython.display", "sklearn.pipeline",
+               "mlflow.sklearn", "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
+               "alembic.command", "git")  # imported on first use by every stage (reading Parquet, opening the MLflow store)
+
+def notebook_modules(path: str | Path) -> list[str]:
+    "The modules a notebook's code cells import at their top level (`import a.b`, `from a.b import c`), once each."
+    mods = []
+    for c in json.loads(Path(path).read_text(encoding="utf-8"))["cells"]:
+        if c["cell_type"] != "code": continue
+        try: tree = ast.parse("".join(c["source"]))
+        except SyntaxError: continue  # a cell with IPython magics: its imports are not warmed
+        for node in tree.body:
+            if isinstance(node, ast.Import): mods += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level: mods.append(node.module)
+    return list(dict.fromkeys(mods))
+
+def _warm_code(modules: list[str]) -> str:
+    "Import `modules` in a kernel without binding a name in the notebook's namespace (a helper function, deleted after)."
+    return (f"def _mlops_nb_warm():\n    import importlib\n    for m in {modules!r}:\n"
+            "        try: importlib.import_module(m)\n        except Exception: pass  # the stage itself will say why\n"
+            "_mlops_nb_warm(); del _mlops_nb_warm")
+
+def _client(km):
+    from jupyter_client.blocking import BlockingKernelClient
+    kc = BlockingKernelClient()
+    kc.load_connection_info(km.get_connection_info())
+    return kc
+
+class SpareKernel:
+    "A stage kernel started ahead, importing the next stage notebook's modules while the current stage runs."
+    def __init__(self, cwd: str | Path, # where the kernel runs (the run folder, as for papermill's own kernels)
+                 modules: list[str], # modules to import ahead (`notebook_modules` of the stage it is for)
+                ):
+        from jupyter_client.utils import run_sync
+        self.km = IPCKernelManager(kernel_name="python3")
+        IPCKernelManager.spares.add(self.km)  # before it starts: a signal from now on kills it too
+        run_sync(self.km.start_kernel)(cwd=str(cwd))  # only launches the process; it boots while the stage runs
+        self.warm = threading.Thread(target=self._warm, args=(modules,), name="mlops-nb-warm", daemon=True)
+        self.ok = False
+        self.warm.start()
+
+    def _warm(self, modules: list[str]) -> None:
+        kc, proc = _client(self.km), _kernel_process(self.km)
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=WARM_TIMEOUT_S)
+            msg_id = kc.execute(_warm_code(modules), silent=True, store_history=False)  # no output, no execution count
+            deadline = time.monotonic() + WARM_TIMEOUT_S
+            while time.monotonic() < deadline and proc.poll() is None and not STOP:  # a killed kernel never answers
+                try: reply = kc.get_shell_msg(timeout=0.2)
+                except queue.Empty: continue
+                if reply["parent_header"].get("msg_id") == msg_id: self.ok = True; return
+        except Exception: pass  # a kernel that cannot warm is not used (`take` gives None)
+        finally: kc.stop_channels()
+
+    def take(self):
+        "The warmed kernel manager for a stage (it is the stage's from now on), or None when warming failed."
+        while self.warm.is_alive():
+            self.warm.join(0.2)
+            if STOP: self.close(); raise Interrupted(STOP[0])  # asked to stop while waiting: no stage starts
+        proc = _kernel_process(self.km)
+        if not (self.ok and proc is not None and proc.poll() is None): self.close(); return None
+        IPCKernelManager.spares.discard(self.km)
+        return self.km
+
+    def close(self) -> None:
+        "Stop the spare kernel (not used: the run ended, or its stage was reused)."
+        proc = _kernel_process(self.km)
+        if proc is not None and proc.poll() is None: proc.kill()
+        _remove_kernel(self.km)
+
+STOPPING: list = []  # threads shutting down stage kernels of finished stages (joined before a run ends)
+
+def _stop(km, proc, wait_s: float) -> None:
+    kc = _client(km)
+    try:
+        kc.start_channels(); kc.shutdown()
+        proc.wait(timeout=wait_s)
+    except Exception: proc.kill(); proc.wait(timeout=10)
+    finally:
+        kc.stop_channels(); km.cleanup_connection_file(); km.cleanup_ipc_files()
+
+def stop_kernel(km, # a stage kernel the runner started (a taken `SpareKernel`)
+                wait_s: float = 5, # how long a kernel may take to exit on request before it is killed
+               ) -> None:
+    "Shut a stage kernel down as nbclient does its own (a shutdown request, then a kill), in the background."
+    IPCKernelManager.live.discard(km)  # it is no longer a stage's: `shutdown_stage_kernels` leaves it to this thread
+    proc = _kernel_process(km)
+    if proc is None or proc.poll() is not None: return _remove_kernel(km)
+    t = threading.Thread(target=_stop, args=(km, proc, wait_s), name="mlops-nb-stop-kernel", daemon=True)
+    t.start(); STOPPING.append(t)
+
+def join_stopping(timeout: float = 15) -> None:
+    "Wait for the kernels being shut down in the background (a run ends with no kernel of its own left)."
+    while STOPPING: STOPPING.pop().join(timeout)
+
 
 # %% ../nbs/api/10_pipeline.ipynb #f206849d
 def close_open_runs(client, # MlflowClient of the run's store
@@ -589,6 +697,7 @@ def stage_timing(nb_path: Path, # the executed notebook (papermill records each 
 def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: Path, client, experiment_id: str, parent_run_id: str,
               nb_dir: Path | None = None,
               reports=None, # an executor rendering the HTML report meanwhile (the caller then calls `finish_stage`); None: here
+              km=None, # a started stage kernel to run in (a taken `SpareKernel`); None: papermill starts one
              ) -> dict:
     "Execute one stage notebook with papermill inside its own MLflow child run; return its status record, with `timing`."
     import papermill as pm
@@ -605,7 +714,7 @@ def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: Path, client, experime
     try:
         pm.execute_notebook(str(nb_dir / stage.notebook), str(out_nb), parameters=params, kernel_name="python3",
                             cwd=str(run_dir), progress_bar=False, log_output=False,
-                            kernel_manager_class="mlops_nb.pipeline.IPCKernelManager")
+                            kernel_manager_class="mlops_nb.pipeline.IPCKernelManager", **({"km": km} if km else {}))
         rec["status"] = "succeeded"
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the stage stops here, and the run can be resumed
         sig = getattr(e, "signal", "SIGINT")
@@ -613,7 +722,9 @@ def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: Path, client, experime
     except Exception as e:  # the kernel's error, or its death when a signal stopped the run
         sig = stop_signal()
         rec.update(status="failed", error=f"interrupted by {sig}" if sig else _error_of(e), **({"interrupted": sig} if sig else {}))
-    finally: shutdown_stage_kernels()
+    finally:
+        if km is not None and "interrupted" not in rec: stop_kernel(km)  # papermill shuts down only kernels it started
+        shutdown_stage_kernels()
     t2 = time.perf_counter()
     rec["seconds"], rec["timing"] = round(t2 - t0, 2), {"setup": round(t1 - t0, 2), **stage_timing(out_nb, t2 - t1)}
     if reports is None: return finish_stage(rec, client)
@@ -917,6 +1028,11 @@ def run_timing(records: list[dict]) -> dict:
 
 def _timing_text(t: dict) -> str: return ", ".join(f"{k} {v:.2f}s" for k, v in t.items())
 
+def _spare_after(todo: list[Stage], i: int, skip, run_dir: Path, nb_dir: Path) -> SpareKernel | None:
+    "A spare kernel for the first stage after the `i` first of `todo` that may execute, importing what its notebook does."
+    nxt = next((s for s in todo[i:] if s.name not in skip), None)
+    return None if nxt is None else SpareKernel(run_dir, [*notebook_modules(nb_dir / nxt.notebook), *WARM_ALWAYS])
+
 def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, base=None, upstream=None,
          forced=frozenset(), cache=True) -> dict:
     import mlflow
@@ -943,7 +1059,9 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, 
     todo = DAG[:DAG.index(chosen[-1]) + 1]
     here = {s.name: run_dir for s in todo}  # every upstream product is in this run's folder by the time it is read
     reports, unreported = ThreadPoolExecutor(1, thread_name_prefix="mlops-nb-report"), {}  # HTML rendered off the critical path
+    spare = None  # the next stage's kernel, started and importing while the runner works (kernel start off the critical path)
     try:
+        spare = _spare_after(todo, 0, {**done, **upstream}, run_dir, nb_dir)
         for i, stage in enumerate(todo, 1):
             n = f"[{i}/{len(todo)}] {stage.name:<9}"
             if stage.name in done:
@@ -961,7 +1079,9 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, 
                 echo(f"{n} cached: {plan['why']}"); summarise("running"); continue
             echo(f"{n} running… ({plan['why']})")
             _log_line(run_dir, f"start {stage.name} ({plan['why']})")
-            rec = run_stage(stage, cfg, run_dir, client, exp_id, parent_id, nb_dir, reports)
+            km = spare.take() if spare else None
+            spare = _spare_after(todo, i, {**done, **upstream}, run_dir, nb_dir)  # a reused stage leaves it to the next
+            rec = run_stage(stage, cfg, run_dir, client, exp_id, parent_id, nb_dir, reports, km)
             unreported[stage.name] = (rec, rec.pop("_pending"))
             rec.update({"why": plan["why"],
                         **({"cache_key": plan["key"], "cache_parts": plan["parts"]} if plan.get("key") else {})})
@@ -985,7 +1105,10 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, 
             records.append({"name": stage.name, "status": "failed", "error": f"interrupted by {interrupted}",
                             "interrupted": interrupted, "seconds": 0.0})
             echo(f"[{i}/{len(todo)}] {stage.name:<9} FAILED: interrupted by {interrupted}")
+        else: echo(f"interrupted by {interrupted} after {stage.name if stage else 'the set-up'}: no further stage runs")
     finally:  # the reports rendered meanwhile are logged before the run says how it ended
+        shutdown_stage_kernels(spares=True)  # the spare kernel, and any a signal left half-started
+        join_stopping()
         for rec, pending in unreported.values():
             t = finish_stage(rec, client, pending)["timing"]
             _log_line(run_dir, f"report {rec['name']} logged (rendered in {t.get('render', 0)}s meanwhile, logged in {t['logging']}s)")

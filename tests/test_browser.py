@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CLI, ROOT
+from mlops_nb.cli import ui_url
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"]
@@ -74,7 +75,7 @@ def test_mlflow_ui_shows_the_runs_table_and_the_parent_runs_metrics(browser, dem
                   "--port", port], f"http://127.0.0.1:{port}/health")
     try:
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.goto(f"http://127.0.0.1:{port}/#/experiments/{s['experiment_id']}/runs", timeout=60000)
+        page.goto(ui_url(f"http://127.0.0.1:{port}", s["experiment_id"]), timeout=60000)  # the link `run` prints
         page.wait_for_selector(f"text={s['run_id']}", timeout=60000)  # the parent run's row in the runs table
         table = page.inner_text("body")
         assert "Training runs" in table and f"snapshot-{s['snapshot_id'][:12]}" in table  # the Dataset column
@@ -102,6 +103,8 @@ def test_jupyterlab_runs_a_stage_notebook_to_the_end(browser, tmp_path):
         try: page.click(".jp-Dialog button:has-text('Select')", timeout=15000)  # a fresh profile asks for the kernel once
         except Exception: pass
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90000)
+        time.sleep(2)  # JupyterLab writes the kernel's language_info into the notebook once the kernel is ready
+        assert page.locator(".lm-TabBar-tab.jp-mod-dirty").count() == 0, "opening the notebook modified it"
         page.click("div.lm-MenuBar-itemLabel:text-is('Run')")
         page.click("li.lm-Menu-item:has-text('Run All Cells')")
         try: page.wait_for_selector(".jp-OutputArea-output:has-text('columns -> snapshot')", timeout=120000)  # its report

@@ -1,4 +1,4 @@
-"""Fail when `nbdev-export`, `nbdev-clean`, the packaged stage notebooks' sync or the README generator would change
+"""Fail when `nbdev-export`, `tools/nb_metadata.py`, `nbdev-clean`, the packaged stage notebooks' sync or the README generator would change
 the checkout.
 
 Runs them on a copy of the tracked and untracked (not ignored) files, so the developer's tree is never touched.
@@ -16,7 +16,8 @@ with tempfile.TemporaryDirectory() as d:
     for f in files:
         (copy / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / f, copy / f)
-    for cmd in ([str(bin_dir / "nbdev-export")], [str(bin_dir / "nbdev-clean")],
+    for cmd in ([str(bin_dir / "nbdev-export")], [sys.executable, str(copy / "tools" / "nb_metadata.py"), str(copy)],
+                [str(bin_dir / "nbdev-clean")],
                 [sys.executable, str(copy / "tools" / "sync_stages.py")],  # mlops_nb/stages/ = nbs/stages/ after cleaning
                 [sys.executable, str(copy / "tools" / "readme.py")]):
         subprocess.run(cmd, cwd=copy, check=True, capture_output=True)
@@ -24,9 +25,9 @@ with tempfile.TemporaryDirectory() as d:
                if not f.startswith(("_proc/", "_docs/")) and "__pycache__" not in f
                and not ((root / f).is_file() and (copy / f).is_file() and filecmp.cmp(root / f, copy / f, shallow=False))]
     if changed:
-        print("nbdev-export / nbdev-clean / tools/sync_stages.py / tools/readme.py would change these files:\n  "
+        print("nbdev-export / tools/nb_metadata.py / nbdev-clean / tools/sync_stages.py / tools/readme.py would change these files:\n  "
               + "\n  ".join(changed))
-        print("Run `make export` (nbdev-export, nbdev-clean, tools/sync_stages.py, tools/readme.py), review the diff "
+        print("Run `make export` (nbdev-export, tools/nb_metadata.py, nbdev-clean, tools/sync_stages.py, tools/readme.py), review the diff "
               "(hand edits of mlops_nb/*.py or mlops_nb/stages/ are lost: edit the notebooks in nbs/), and commit.")
         sys.exit(1)
 print(f"in sync: {len(files)} files checked (export, clean, packaged stage notebooks, README)")
