@@ -78,7 +78,8 @@ def test_mlflow_ui_shows_the_runs_table_and_the_parent_runs_metrics(browser, dem
         page.goto(ui_url(f"http://127.0.0.1:{port}", s["experiment_id"]), timeout=60000)  # the link `run` prints
         page.wait_for_selector(f"text={s['run_id']}", timeout=60000)  # the parent run's row in the runs table
         table = page.inner_text("body")
-        assert "Training runs" in table and f"snapshot-{s['snapshot_id'][:12]}" in table  # the Dataset column
+        assert "Run Name" in table and f"snapshot-{s['snapshot_id'][:12]}" in table  # the runs table, its Dataset column
+        assert "Training runs" not in table and "Traces" not in table.split("Run Name")[1]  # the ML view, not GenAI's
         page.goto(f"http://127.0.0.1:{port}/#/experiments/{s['experiment_id']}/runs/{s['mlflow_run_id']}", timeout=60000)
         page.wait_for_selector("text=test_roc_auc", timeout=60000)
         run_page = page.inner_text("body")
