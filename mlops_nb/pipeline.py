@@ -36,13 +36,13 @@ __all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'EXPERIMENT_TAGS', 'UNLOGGED_SUF
            'KERNEL_FILE_PREFIX', 'RUN_LOCK', 'STOP', 'FIX_FIRST_ERRORS', 'VOLATILE_KEYS', 'SIDE_EFFECT_STAGES',
            'WORKSPACE_KEYS', 'FIRST_READER', 'DONE', 'PROJECT_HEADER', 'Stage', 'notebook_parameters',
            'check_stage_notebook', 'check_dag', 'packaged_stages_dir', 'stages_dir', 'describe_stages', 'new_run_id',
-           'latest_run_dir', 'ensure_experiment', 'StageContext', 'StageNotReady', 'quiet_stage', 'open_stage',
-           'prepare_run', 'build_summary', 'log_parent_run', 'render_html', 'IPCKernelManager', 'kill_stage_kernels',
-           'shutdown_stage_kernels', 'remove_stale_kernel_files', 'Interrupted', 'stop_signal', 'signals_interrupt',
-           'exit_code', 'run_alive', 'close_open_runs', 'reap_dead_runs', 'mark_latest', 'latest_resumable',
-           'resume_helps', 'stage_timing', 'run_stage', 'finish_stage', 'file_digest', 'notebook_digest', 'config_part',
-           'source_digest', 'stage_key', 'key_of', 'earlier_stages', 'plan_stage', 'run_pipeline', 'run_timing',
-           'init_project']
+           'latest_run_dir', 'find_config', 'ensure_experiment', 'StageContext', 'StageNotReady', 'quiet_stage',
+           'open_stage', 'prepare_run', 'build_summary', 'log_parent_run', 'render_html', 'IPCKernelManager',
+           'kill_stage_kernels', 'shutdown_stage_kernels', 'remove_stale_kernel_files', 'Interrupted', 'stop_signal',
+           'signals_interrupt', 'exit_code', 'run_alive', 'close_open_runs', 'reap_dead_runs', 'mark_latest',
+           'latest_resumable', 'resume_helps', 'stage_timing', 'run_stage', 'finish_stage', 'file_digest',
+           'notebook_digest', 'config_part', 'source_digest', 'stage_key', 'key_of', 'earlier_stages', 'plan_stage',
+           'run_pipeline', 'run_timing', 'init_project']
 
 # %% ../nbs/api/10_pipeline.ipynb #aa0a1c80
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def latest_run_dir(workspace: Path) -> Path | None:
     return Path(workspace) / "runs" / marker.read_text().strip() if marker.exists() else None
 
 # %% ../nbs/api/10_pipeline.ipynb #e42c561b
-def _find_config(start: Path) -> Path | None:
+def find_config(start: Path) -> Path | None:
     "The nearest `pipeline.yaml` at or above `start`."
     for d in (start, *start.parents):
         if (d / "pipeline.yaml").is_file(): return d / "pipeline.yaml"
@@ -313,7 +313,7 @@ def open_stage(stage: str, # stage name, e.g. `validate`
     quiet_stage()
     if config_path is None and run_dir is not None and (Path(run_dir) / "config.yaml").exists():
         config_path = Path(run_dir) / "config.yaml"
-    config_path = config_path or _find_config(Path.cwd())
+    config_path = config_path or find_config(Path.cwd())
     ws = os.environ.get(WORKSPACE_ENV) if run_dir is None else None  # by hand: the session's workspace wins
     cfg = load_config(config_path, [f"workspace={Path(ws).resolve()}"] if ws else [])
     if run_dir is None: run_dir = _interactive_run_dir(stage, cfg)
