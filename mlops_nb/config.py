@@ -238,6 +238,10 @@ class DriftConfig(_Section):
         description="a column drifts only if its KS (numeric) or chi-squared (categorical) p-value is also below this: "
                     "on a small window an effect size is mostly noise; null decides on the effect size alone")
     share: float = Field(0.5, gt=0, le=1, description="the data set drifted when at least this share of its features drifted")
+    null_increase: float = Field(0.1, ge=0, le=1,
+        description="a quality issue when a column's null rate exceeds the reference's by more than this")
+    out_of_range_share: float = Field(0.01, ge=0, le=1,
+        description="a quality issue when more than this share of a numeric column lies outside the reference's range")
     bins: int = Field(10, ge=2, le=100, description="reference-quantile bins of numeric PSI")
     sample_size: int = Field(10_000, ge=100,
         description="sorted reference values kept per numeric column (evenly spaced order statistics); KS and "
