@@ -34,7 +34,7 @@ from .data import write_json
 # %% auto #0
 __all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'EXPERIMENT_TAGS', 'UNLOGGED_SUFFIXES', 'PARENT_SETTINGS', 'STAGE_KERNEL_ENV',
            'KERNEL_FILE_PREFIX', 'RUN_LOCK', 'STOP', 'FIX_FIRST_ERRORS', 'VOLATILE_KEYS', 'SIDE_EFFECT_STAGES',
-           'WORKSPACE_KEYS', 'FIRST_READER', 'DONE', 'PROJECT_HEADER', 'Stage', 'notebook_parameters',
+           'WORKSPACE_KEYS', 'SERVICE_KEYS', 'FIRST_READER', 'DONE', 'PROJECT_HEADER', 'Stage', 'notebook_parameters',
            'check_stage_notebook', 'check_dag', 'packaged_stages_dir', 'stages_dir', 'describe_stages', 'new_run_id',
            'latest_run_dir', 'find_config', 'ensure_experiment', 'StageContext', 'StageNotReady', 'quiet_stage',
            'open_stage', 'prepare_run', 'build_summary', 'log_parent_run', 'render_html', 'IPCKernelManager',
@@ -657,6 +657,7 @@ def _select(stages: list[str] | None, cfg: PipelineConfig) -> list[Stage]:
 VOLATILE_KEYS = ("created", "seconds")  # JSON fields saying when or how long, not what: left out of an input's digest
 SIDE_EFFECT_STAGES = ("register",)  # always executed: they act on the registry (registering is idempotent per model)
 WORKSPACE_KEYS = ("stages", "stages_dir", "workspace", "tracking_uri", "artifact_location")  # where, not what
+SERVICE_KEYS = ("serving", "monitoring")  # read by the service and the monitor, never by a stage: changing them reuses every stage
 FIRST_READER = {"split": "validate", "tuning": "validate", "analysis": "analyze", "features": "prepare",
                 "training": "train", "drift": "train", "gates": "evaluate", "registry": "evaluate"}  # config section → first stage reading it
 
@@ -685,7 +686,7 @@ def config_part(cfg: PipelineConfig, stage: str) -> dict:
     "The part of the resolved config `stage` can read: all but where things live and sections only later stages read."
     order = list(STAGE)
     d = cfg.model_dump(mode="json")
-    d = {k: v for k, v in d.items() if k not in WORKSPACE_KEYS and order.index(FIRST_READER.get(k, order[0])) <= order.index(stage)}
+    d = {k: v for k, v in d.items() if k not in WORKSPACE_KEYS + SERVICE_KEYS and order.index(FIRST_READER.get(k, order[0])) <= order.index(stage)}
     if "tuning" in d: d["tuning"].pop("storage", None)
     if cfg.data.path: d["data"]["path"] = str(cfg.path(cfg.data.path))
     return d
