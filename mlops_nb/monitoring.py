@@ -25,13 +25,13 @@ from .registry import CHAMPION, champion_version
 from .schema import DataSchema, class_index, match_labels
 
 # %% auto #0
-__all__ = ['UNIT_SECONDS', 'MONITORING_SUFFIX', 'REPORT_NOTEBOOK', 'MAX_DRIFT_PLOTS', 'parse_duration', 'to_seconds', 'Window',
-           'default_window', 'select_window', 'window_frame', 'labelled_rows', 'log_predictions', 'expected_roc_auc',
-           'calibrate', 'estimate_metrics', 'performance', 'test_metrics', 'evaluation_of', 'VersionFacts',
-           'version_facts', 'drift_alerts', 'performance_alert', 'MonitorReport', 'monitored_metric', 'window_drift',
-           'NothingToMonitor', 'monitor', 'report_metrics', 'monitoring_experiment', 'log_report', 'log_figures',
-           'report_config', 'report_notebook', 'run_report', 'summary_lines', 'drift_table', 'performance_table',
-           'alerts_table', 'plot_performance', 'plot_column', 'drift_figures']
+__all__ = ['UNIT_SECONDS', 'MONITORING_SUFFIX', 'MAX_DRIFT_PLOTS', 'parse_duration', 'to_seconds', 'Window', 'default_window',
+           'select_window', 'window_frame', 'labelled_rows', 'log_predictions', 'expected_roc_auc', 'calibrate',
+           'estimate_metrics', 'performance', 'test_metrics', 'evaluation_of', 'VersionFacts', 'version_facts',
+           'drift_alerts', 'performance_alert', 'MonitorReport', 'monitored_metric', 'window_drift', 'NothingToMonitor',
+           'monitor', 'report_metrics', 'monitoring_experiment', 'log_report', 'log_figures', 'report_config',
+           'report_notebook', 'run_report', 'summary_lines', 'drift_table', 'performance_table', 'alerts_table',
+           'plot_performance', 'plot_column', 'drift_figures']
 
 # %% ../nbs/api/15_monitoring.ipynb #b1bb8700
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -494,8 +494,6 @@ def log_figures(cfg: PipelineConfig, run_id: str, figures: dict) -> None:
     for name, fig in figures.items(): client.log_figure(run_id, fig, f"monitoring/{name}.png")
 
 # %% ../nbs/api/15_monitoring.ipynb #d7b41c3f
-REPORT_NOTEBOOK = "09_monitor.ipynb"  # the monitor report among the stage notebooks (not a stage of the training DAG)
-
 def report_config(config_path: str | Path | None = None, # a config file; None: opened by hand
                  ) -> PipelineConfig:
     "The report notebook's config: `config_path` as given (the command's resolved copy), else the nearest pipeline.yaml in the workspace of `MLOPS_NB_WORKSPACE`."
@@ -508,9 +506,9 @@ def report_config(config_path: str | Path | None = None, # a config file; None: 
 
 def report_notebook(cfg: PipelineConfig) -> Path:
     "The monitor notebook to execute: the project's own (`stages_dir`) when it has one, else the packaged one."
-    from mlops_nb.pipeline import packaged_stages_dir, stages_dir
-    own = stages_dir(cfg) / REPORT_NOTEBOOK
-    return own if own.is_file() else packaged_stages_dir() / REPORT_NOTEBOOK
+    from mlops_nb.pipeline import MONITOR_NOTEBOOK, packaged_stages_dir, stages_dir
+    own = stages_dir(cfg) / MONITOR_NOTEBOOK
+    return own if own.is_file() else packaged_stages_dir() / MONITOR_NOTEBOOK
 
 # %% ../nbs/api/15_monitoring.ipynb #63202ec5
 def run_report(cfg: PipelineConfig, # the pipeline config
@@ -578,7 +576,7 @@ def plot_performance(report: MonitorReport):
     for i, kind in enumerate(kinds):
         vals = [(s[kind] or {}).get(report.metric) for s in report.by_version]
         x = [j + (i - 1) * width for j, v in enumerate(vals) if v is not None]
-        ax.bar(x, [v for v in vals if v is not None], width, label=kind)
+        ax.bar_label(ax.bar(x, [v for v in vals if v is not None], width, label=kind), fmt="%.3f", fontsize=7)
     ax.set_xticks(range(len(report.by_version)), [f"v{s['model_version']}" for s in report.by_version])
     ax.set_ylabel(report.metric); ax.set_title(f"{report.metric}: training-time test, estimated, realised")
     ax.legend(loc="lower right", fontsize=8)
