@@ -281,14 +281,16 @@ def version_facts(client, # MlflowClient of the registry
                  ) -> VersionFacts:
     "Schema, test metrics, drift reference and calibration map of version `version` of `name`, from its training run."
     from mlops_nb.drift import REFERENCE_ARTIFACT, Reference
-    run_id = client.get_model_version(name, version).run_id
+    mv = client.get_model_version(name, version)
+    run_id = mv.run_id
     schema_path = _artifact(client, run_id, "schema.json") if run_id else None
     if schema_path is None:
         raise ValueError(f"model '{name}' v{version} has no training schema (schema.json in its training run {run_id}); "
                          "monitor versions trained by the pipeline (`mlops-nb run`)")
     ref_path = _artifact(client, run_id, REFERENCE_ARTIFACT)
     curves = (evaluation_of(client, run_id) or {}).get("curves") or {}
-    return VersionFacts(str(version), run_id, DataSchema.load(schema_path), test_metrics(client, run_id),
+    tagged = {k.removeprefix("test_"): float(v) for k, v in (mv.tags or {}).items() if k.startswith("test_")}  # `register`'s
+    return VersionFacts(str(version), run_id, DataSchema.load(schema_path), test_metrics(client, run_id) or tagged,
                         Reference.load(ref_path) if ref_path else None, curves.get("calibration_map"))
 
 # %% ../nbs/api/15_monitoring.ipynb #21ba5bd2
