@@ -29,9 +29,9 @@ __all__ = ['UNIT_SECONDS', 'MONITORING_SUFFIX', 'MAX_DRIFT_PLOTS', 'parse_durati
            'select_window', 'window_frame', 'labelled_rows', 'log_predictions', 'expected_roc_auc', 'calibrate',
            'estimate_metrics', 'performance', 'test_metrics', 'evaluation_of', 'VersionFacts', 'version_facts',
            'drift_alerts', 'performance_alert', 'MonitorReport', 'monitored_metric', 'window_drift', 'NothingToMonitor',
-           'monitor', 'report_metrics', 'monitoring_experiment', 'log_report', 'log_figures', 'report_config',
-           'report_notebook', 'run_report', 'summary_lines', 'drift_table', 'performance_table', 'alerts_table',
-           'plot_performance', 'plot_column', 'drift_figures']
+           'open_registry', 'monitor', 'report_metrics', 'monitoring_experiment', 'log_report', 'log_figures',
+           'report_config', 'report_notebook', 'run_report', 'summary_lines', 'drift_table', 'performance_table',
+           'alerts_table', 'plot_performance', 'plot_column', 'drift_figures']
 
 # %% ../nbs/api/15_monitoring.ipynb #b1bb8700
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -391,7 +391,17 @@ def window_drift(frame: pd.DataFrame, # the rows of one version in the window
 
 # %% ../nbs/api/15_monitoring.ipynb #2a01f964
 class NothingToMonitor(ValueError):
-    "No registered version of the model: there is no reference to compare a window with."
+    "No registered version of the model: there is no reference to compare a window with (one line in a notebook, no traceback)."
+    def _render_traceback_(self) -> list[str]: return [f"{type(self).__name__}: {self}"]
+
+def open_registry(cfg: PipelineConfig):
+    "A client of the workspace's registry (a copied workspace reads its own artifacts); `NothingToMonitor` when there is no store."
+    from mlops_nb.registry import open_store, repoint_artifacts, store_exists
+    if not store_exists(cfg.tracking):
+        raise NothingToMonitor(f"nothing registered yet: no MLflow store at {cfg.tracking}; `mlops-nb run` trains and registers a model")
+    client = open_store(cfg.tracking, has_history=True)
+    repoint_artifacts(cfg.tracking, cfg.artifacts)
+    return client
 
 def _current_version(cfg: PipelineConfig, client, frame: pd.DataFrame) -> str:
     "The newest version answering in the window, else the champion."
@@ -419,8 +429,7 @@ def monitor(cfg: PipelineConfig, # the pipeline config (`monitoring:`, `drift:`,
             client=None, # MlflowClient of the registry (default: the workspace's store)
            ) -> MonitorReport:
     "Compare a window of the prediction log with the model that answered it: drift, quality, performance, alerts."
-    from mlops_nb.registry import open_store
-    client = client or open_store(cfg.tracking, has_history=True)
+    client = client or open_registry(cfg)
     w = window or default_window(cfg)
     frame = window_frame(cfg, w, now=now)
     current = _current_version(cfg, client, frame)
@@ -547,6 +556,9 @@ def summary_lines(report: dict | MonitorReport) -> list[str]:
     figs = [f"{k} {_fmt((d.get(k) or {}).get(m))}" for k in ("test", "realised", "estimated")]
     err = (d.get("estimation_error") or {}).get(m)
     lines.append(f"{m}: " + ", ".join(figs) + (f", estimation error {err:+.3f}" if err is not None else ""))
+    if len(d.get("by_version", [])) > 1:
+        lines.append("by version: " + "; ".join(f"v{s['model_version']} {s['rows']} rows, realised {_fmt((s['realised'] or {}).get(m))}"
+                                                 for s in d["by_version"]))
     drift = d.get("drift") or {}
     if drift: lines.append(f"drift: {drift.get('share_drifted', 0):.0%} of features drifted")
     return lines + [f"alert [{a['kind']}] {a['reason']}" for a in d["alerts"]] + [f"note: {n}" for n in d.get("notes", [])]
