@@ -51,6 +51,7 @@ def to_seconds(t, # Unix seconds, an ISO time (UTC when it has no offset), a Tim
     "Unix seconds of a moment; None stays None."
     if t is None: return None
     if isinstance(t, (int, float)) and not isinstance(t, bool): return float(t)
+    if isinstance(t, str) and re.fullmatch(r"\s*\d+(\.\d*)?\s*", t): return float(t)  # Unix seconds, as text from a command line
     try: ts = pd.Timestamp(t)
     except (ValueError, TypeError): ts = pd.NaT
     if ts is pd.NaT: raise ValueError(f"{where} {t!r}: expected an ISO time such as 2024-05-01T12:00 or Unix seconds")
