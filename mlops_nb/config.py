@@ -15,12 +15,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['Scenario', 'Family', 'Sensitive', 'NumericTest', 'CategoricalTest', 'DRIFT_THRESHOLDS', 'Task', 'STAGES',
-           'NAME_PATTERN', 'WORKSPACE_ENV', 'DemoConfig', 'DataConfig', 'SplitConfig', 'ValidationConfig',
+__all__ = ['Scenario', 'Family', 'Sensitive', 'NumericTest', 'CategoricalTest', 'DRIFT_THRESHOLDS', 'DURATION_PATTERN', 'Task',
+           'STAGES', 'NAME_PATTERN', 'WORKSPACE_ENV', 'DemoConfig', 'DataConfig', 'SplitConfig', 'ValidationConfig',
            'AnalysisConfig', 'FeaturesConfig', 'TuningConfig', 'TrainingConfig', 'Bound', 'ChampionGate', 'GatesConfig',
-           'RegistryConfig', 'ServingConfig', 'DriftConfig', 'PipelineConfig', 'ConfigError', 'validate_config',
-           'apply_overrides', 'data_overrides', 'name_from_path', 'load_config', 'dump_config', 'quiet_mlflow',
-           'config_reference']
+           'RegistryConfig', 'ServingConfig', 'DriftConfig', 'MonitoringConfig', 'PipelineConfig', 'ConfigError',
+           'validate_config', 'apply_overrides', 'data_overrides', 'name_from_path', 'load_config', 'dump_config',
+           'quiet_mlflow', 'config_reference']
 
 # %% ../nbs/api/00_config.ipynb #bf4efb1d
 def _one_item_lists(model: type[BaseModel], data):
@@ -252,6 +252,26 @@ class DriftConfig(_Section):
         test, thr = (self.numeric_test, self.numeric_threshold) if kind == "numeric" else (self.categorical_test, self.categorical_threshold)
         return test, DRIFT_THRESHOLDS[test] if thr is None else thr
 
+# %% ../nbs/api/00_config.ipynb #25989aad
+DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(s|m|h|d|w)\s*$"  # a window length: 90s, 30m, 12h, 1d, 2w
+
+class MonitoringConfig(_Section):
+    "What `mlops-nb monitor` compares, how much it needs for a verdict, and when it alerts."
+    window: str = Field("1d", pattern=DURATION_PATTERN,
+        description="default window: the last this long of the prediction log (`30m`, `12h`, `1d`, `2w`)")
+    min_rows: int = Field(200, ge=1,
+        description="fewer production rows in a window give no drift verdict (the statistics would be noise)")
+    min_labelled_rows: int = Field(100, ge=1,
+        description="realised performance (and the estimate's error) needs at least this many labelled rows")
+    metric: str | None = Field(None,
+        description="the monitored metric; default the tuning objective (`roc_auc` binary, `log_loss` multiclass, "
+                    "`rmse` regression)")
+    max_drop: float = Field(0.05, ge=0,
+        description="alert when the realised or estimated metric is worse than the model's training-time test figure "
+                    "by more than this (in the metric's units)")
+    experiment: str | None = Field(None,
+        description="MLflow experiment of the monitoring runs (one run per window); default `<name>-monitoring`")
+
 # %% ../nbs/api/00_config.ipynb #60bb0b66
 Task = Literal["binary", "multiclass", "regression"]
 STAGES = ("gather", "validate", "analyze", "prepare", "tune", "train", "evaluate", "register")
@@ -289,6 +309,7 @@ class PipelineConfig(_Section):
     registry: RegistryConfig = RegistryConfig()
     serving: ServingConfig = Field(ServingConfig(), description="the prediction service and its log")
     drift: DriftConfig = Field(DriftConfig(), description="drift statistics: tests, thresholds, the reference kept with the model")
+    monitoring: MonitoringConfig = Field(MonitoringConfig(), description="drift, quality and performance monitoring of the prediction log")
     base_dir: str = Field(".", exclude=True, description="folder relative paths are resolved against (set by the loader)")
 
     @field_validator("stages")
