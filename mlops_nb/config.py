@@ -15,11 +15,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['Scenario', 'Family', 'Sensitive', 'Task', 'STAGES', 'NAME_PATTERN', 'WORKSPACE_ENV', 'DemoConfig', 'DataConfig',
-           'SplitConfig', 'ValidationConfig', 'AnalysisConfig', 'FeaturesConfig', 'TuningConfig', 'TrainingConfig',
-           'Bound', 'ChampionGate', 'GatesConfig', 'RegistryConfig', 'ServingConfig', 'PipelineConfig', 'ConfigError',
-           'validate_config', 'apply_overrides', 'data_overrides', 'name_from_path', 'load_config', 'dump_config',
-           'config_reference']
+__all__ = ['Scenario', 'Family', 'Sensitive', 'RetrainWindow', 'Task', 'STAGES', 'NAME_PATTERN', 'WORKSPACE_ENV', 'DemoConfig',
+           'DataConfig', 'SplitConfig', 'ValidationConfig', 'AnalysisConfig', 'FeaturesConfig', 'TuningConfig',
+           'TrainingConfig', 'Bound', 'ChampionGate', 'GatesConfig', 'RegistryConfig', 'ServingConfig',
+           'RetrainingConfig', 'PipelineConfig', 'ConfigError', 'validate_config', 'apply_overrides', 'data_overrides',
+           'name_from_path', 'load_config', 'dump_config', 'config_reference']
 
 # %% ../nbs/api/00_config.ipynb #bf4efb1d
 def _one_item_lists(model: type[BaseModel], data):
@@ -216,6 +216,40 @@ class ServingConfig(_Section):
             raise ValueError("serving.shadow and serving.ab_share are exclusive: the challenger either shadows or answers")
         return self
 
+# %% ../nbs/api/00_config.ipynb #eea4daf3
+RetrainWindow = Literal["sliding", "reference+recent"]
+
+class RetrainingConfig(_Section):
+    "When `mlops-nb retrain` re-trains the champion (policies), on which rows (the window) and at what cost (tuning)."
+    drift_share: float | None = Field(0.3, gt=0, le=1,
+        description="fire when at least this share of the features drifted in the monitored window; null: off")
+    drift_features: list[str] = Field([], description="fire when any of these features drifted, whatever the share")
+    metric: str | None = Field(None, description="metric watched for a drop; default the tuning objective")
+    max_drop: float | None = Field(0.05, gt=0,
+        description="fire when the window's performance is worse than the champion's test figure by more than this; null: off")
+    performance: Literal["realised", "estimated", "either"] = Field("either",
+        description="which performance the drop is measured on: realised (labelled rows), estimated (from the "
+                    "probabilities, before labels), or either")
+    min_labelled_rows: int = Field(100, ge=1, description="a realised figure counts only over at least this many labelled rows")
+    max_age_days: float | None = Field(None, gt=0, description="schedule: fire when the champion is older than this; null: off")
+    new_labels: int | None = Field(None, ge=1,
+        description="volume: fire when this many labelled rows arrived since the champion was promoted; null: off")
+    min_new_labels: int = Field(500, ge=0,
+        description="a fired policy re-trains only once this many labelled rows were logged since it first fired (or "
+                    "since the last attempt): a model cannot learn a new regime before its labels arrive")
+    window: RetrainWindow = Field("sliding",
+        description="training rows: `sliding` (the newest `window_rows`/`window_days` of the champion's training rows "
+                    "and the labelled log rows) or `reference+recent` (all of both)")
+    window_rows: int | None = Field(2000, ge=100, description="`sliding`: at most this many newest rows")
+    window_days: float | None = Field(None, gt=0, description="`sliding`: only rows of the last this many days (of the time column)")
+    context: DataConfig | None = Field(None,
+        description="the system of record joined to logged rows by id (request id = `id_column`) for what the log "
+                    "lacks: protected attributes, the event time, fields hashed or dropped from the log")
+    tuning: Literal["reuse", "search"] = Field("reuse",
+        description="`reuse`: the champion's family and hyper-parameters, refitted (cheap); `search`: a new search of "
+                    "`n_trials` trials")
+    n_trials: int = Field(6, ge=1, description="`search`: the trial budget of a re-training's search")
+
 # %% ../nbs/api/00_config.ipynb #60bb0b66
 Task = Literal["binary", "multiclass", "regression"]
 STAGES = ("gather", "validate", "analyze", "prepare", "tune", "train", "evaluate", "register")
@@ -252,6 +286,7 @@ class PipelineConfig(_Section):
     gates: GatesConfig = GatesConfig()
     registry: RegistryConfig = RegistryConfig()
     serving: ServingConfig = Field(ServingConfig(), description="the prediction service and its log")
+    retraining: RetrainingConfig = Field(RetrainingConfig(), description="when and how `mlops-nb retrain` re-trains")
     base_dir: str = Field(".", exclude=True, description="folder relative paths are resolved against (set by the loader)")
 
     @field_validator("stages")
