@@ -1,4 +1,4 @@
-"""`mlops-nb init`, `run`, `validate`, `promote`, `rollback`: the pipeline from a terminal, CI or a scheduler
+"""`mlops-nb init`, `run`, `validate`, `promote`, `rollback`, `serve`, `monitor`: the pipeline from a terminal, CI or a scheduler
 
 Docs: https://mlops-nb.github.io/mlops-nb/api/cli.html.md"""
 
@@ -16,7 +16,7 @@ import typer
 from .config import WORKSPACE_ENV, ConfigError, PipelineConfig, load_config
 
 # %% auto #0
-__all__ = ['app', 'run', 'init', 'validate', 'promote', 'rollback', 'models', 'serve', 'predict', 'predictions']
+__all__ = ['app', 'run', 'init', 'validate', 'promote', 'rollback', 'models', 'serve', 'predict', 'predictions', 'monitor']
 
 # %% ../nbs/api/11_cli.ipynb #7b513604
 app = typer.Typer(help="Notebook-first MLOps: run the pipeline, validate data, manage the model registry.",
@@ -305,3 +305,36 @@ def predictions(config: Optional[Path] = typer.Option(None, "--config", "-c", he
     if as_json: sys.stdout.write(df.to_json(orient="records", date_format="iso") + "\n")
     else: typer.echo(f"{len(df)} predictions" + (f" -> {output}" if output else "") +
                      (f"; {df.label.notna().sum()} with feedback" if len(df) else ""), err=True)
+
+# %% ../nbs/api/11_cli.ipynb #8d1b197a
+def _window(since: Optional[str], until: Optional[str], last: Optional[str], rows: Optional[int]):
+    "The `Window` of the options, None when none is given; a contradiction or a bad value exits 2."
+    from mlops_nb.monitoring import Window
+    if all(v is None for v in (since, until, last, rows)): return None
+    try: return Window(since, until, last, rows)
+    except ValueError as e: _fail(str(e))
+
+@app.command()
+def monitor(since: Optional[str] = typer.Option(None, "--since", help="window start: ISO time (UTC without an offset)"),
+            until: Optional[str] = typer.Option(None, "--until", help="window end: ISO time"),
+            last: Optional[str] = typer.Option(None, "--last", help="the last this long: 30m, 12h, 1d, 2w"),
+            rows: Optional[int] = typer.Option(None, "--rows", help="at most this many rows, the latest"),
+            config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline.yaml (default ./pipeline.yaml)"),
+            workspace: Optional[Path] = _workspace_option(),
+            param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value (repeatable)"),
+            as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout")):
+    "Monitor a window of the prediction log: drift, data quality, realised and estimated performance, alerts."
+    from mlops_nb.monitoring import run_report, summary_lines
+    cfg = _config(config, param, workspace=workspace)
+    window = _window(since, until, last, rows)
+    client = _registry_client(cfg)
+    if (nothing := _nothing_registered(cfg, client)): _fail(f"{nothing}; nothing to monitor", 1)
+    try: out = run_report(cfg, window)
+    except Exception as e: _fail(f"the monitor report failed: {getattr(e, 'ename', type(e).__name__)}: "
+                                 f"{getattr(e, 'evalue', e)}; see {cfg.workspace_path / 'monitoring'}", 1)
+    rep = out["report"]
+    if as_json: return _print_json(rep)
+    if not rep["rows"]:
+        return typer.echo(f"no production rows of '{cfg.model_name}' in {rep['window']['description']} of the prediction log")
+    typer.echo("\n".join(summary_lines(rep)))
+    typer.echo(f"report: {out['html']}", err=True)

@@ -15,9 +15,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['Scenario', 'Family', 'Sensitive', 'RetrainWindow', 'Task', 'STAGES', 'NAME_PATTERN', 'WORKSPACE_ENV', 'DemoConfig',
-           'DataConfig', 'SplitConfig', 'ValidationConfig', 'AnalysisConfig', 'FeaturesConfig', 'TuningConfig',
-           'TrainingConfig', 'Bound', 'ChampionGate', 'GatesConfig', 'RegistryConfig', 'ServingConfig',
+__all__ = ['Scenario', 'Family', 'Sensitive', 'NumericTest', 'CategoricalTest', 'DRIFT_THRESHOLDS', 'DURATION_PATTERN',
+           'RetrainWindow', 'Task', 'STAGES', 'NAME_PATTERN', 'WORKSPACE_ENV', 'DemoConfig', 'DataConfig',
+           'SplitConfig', 'ValidationConfig', 'AnalysisConfig', 'FeaturesConfig', 'TuningConfig', 'TrainingConfig',
+           'Bound', 'ChampionGate', 'GatesConfig', 'RegistryConfig', 'ServingConfig', 'DriftConfig', 'MonitoringConfig',
            'RetrainingConfig', 'PipelineConfig', 'ConfigError', 'validate_config', 'apply_overrides', 'data_overrides',
            'name_from_path', 'load_config', 'dump_config', 'config_reference']
 
@@ -216,7 +217,62 @@ class ServingConfig(_Section):
             raise ValueError("serving.shadow and serving.ab_share are exclusive: the challenger either shadows or answers")
         return self
 
-# %% ../nbs/api/00_config.ipynb #eea4daf3
+# %% ../nbs/api/00_config.ipynb #eea35670
+NumericTest = Literal["psi", "ks", "wasserstein"]
+CategoricalTest = Literal["psi", "chi2", "js"]
+DRIFT_THRESHOLDS = {"wasserstein": 0.1, "psi": 0.2, "ks": 0.1, "js": 0.1, "chi2": 0.01}  # each test's default threshold; why these, in `mlops_nb.drift`
+
+class DriftConfig(_Section):
+    "Drift statistics: the deciding test and threshold per column kind, the dataset share, what the reference keeps."
+    numeric_test: NumericTest = Field("wasserstein",
+        description="test deciding whether a numeric column drifted: `wasserstein` (distance / reference std), `psi` "
+                    "(on reference-quantile bins) or `ks` (Kolmogorov–Smirnov distance)")
+    numeric_threshold: float | None = Field(None, gt=0,
+        description="a numeric column drifts when its statistic reaches this; default the test's own (`DRIFT_THRESHOLDS`)")
+    categorical_test: CategoricalTest = Field("js",
+        description="test deciding whether a categorical column drifted: `js` (Jensen–Shannon distance), `psi` or "
+                    "`chi2` (a p-value: drifted below the threshold)")
+    categorical_threshold: float | None = Field(None, gt=0,
+        description="a categorical column drifts when its statistic reaches this (`chi2`: falls below it); default the test's own")
+    alpha: float | None = Field(0.01, gt=0, lt=1,
+        description="a column drifts only if its KS (numeric) or chi-squared (categorical) p-value is also below this: "
+                    "on a small window an effect size is mostly noise; null decides on the effect size alone")
+    share: float = Field(0.5, gt=0, le=1, description="the data set drifted when at least this share of its features drifted")
+    null_increase: float = Field(0.1, ge=0, le=1,
+        description="a quality issue when a column's null rate exceeds the reference's by more than this")
+    out_of_range_share: float = Field(0.01, ge=0, le=1,
+        description="a quality issue when more than this share of a numeric column lies outside the reference's range")
+    bins: int = Field(10, ge=2, le=100, description="reference-quantile bins of numeric PSI")
+    sample_size: int = Field(10_000, ge=100,
+        description="sorted reference values kept per numeric column (evenly spaced order statistics); KS and "
+                    "Wasserstein against them stay within 1/sample_size of the full reference")
+
+    def test_for(self, kind: str) -> tuple[str, float]:
+        "The deciding test and its threshold for a column of `kind` (`numeric` or `categorical`)."
+        test, thr = (self.numeric_test, self.numeric_threshold) if kind == "numeric" else (self.categorical_test, self.categorical_threshold)
+        return test, DRIFT_THRESHOLDS[test] if thr is None else thr
+
+# %% ../nbs/api/00_config.ipynb #25989aad
+DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(s|m|h|d|w)\s*$"  # a window length: 90s, 30m, 12h, 1d, 2w
+
+class MonitoringConfig(_Section):
+    "What `mlops-nb monitor` compares, how much it needs for a verdict, and when it alerts."
+    window: str = Field("1d", pattern=DURATION_PATTERN,
+        description="default window: the last this long of the prediction log (`30m`, `12h`, `1d`, `2w`)")
+    min_rows: int = Field(200, ge=1,
+        description="fewer production rows in a window give no drift verdict (the statistics would be noise)")
+    min_labelled_rows: int = Field(100, ge=1,
+        description="realised performance (and the estimate's error) needs at least this many labelled rows")
+    metric: str | None = Field(None,
+        description="the monitored metric; default the tuning objective (`roc_auc` binary, `log_loss` multiclass, "
+                    "`rmse` regression)")
+    max_drop: float = Field(0.05, ge=0,
+        description="alert when the realised or estimated metric is worse than the model's training-time test figure "
+                    "by more than this (in the metric's units)")
+    experiment: str | None = Field(None,
+        description="MLflow experiment of the monitoring runs (one run per window); default `<name>-monitoring`")
+
+# %% ../nbs/api/00_config.ipynb #8652cb44
 RetrainWindow = Literal["sliding", "reference+recent"]
 
 class RetrainingConfig(_Section):
@@ -286,6 +342,8 @@ class PipelineConfig(_Section):
     gates: GatesConfig = GatesConfig()
     registry: RegistryConfig = RegistryConfig()
     serving: ServingConfig = Field(ServingConfig(), description="the prediction service and its log")
+    drift: DriftConfig = Field(DriftConfig(), description="drift statistics: tests, thresholds, the reference kept with the model")
+    monitoring: MonitoringConfig = Field(MonitoringConfig(), description="drift, quality and performance monitoring of the prediction log")
     retraining: RetrainingConfig = Field(RetrainingConfig(), description="when and how `mlops-nb retrain` re-trains")
     base_dir: str = Field(".", exclude=True, description="folder relative paths are resolved against (set by the loader)")
 

@@ -19,8 +19,8 @@ from .config import Task
 from .schema import class_index, label_key, label_keys, match_labels
 
 # %% auto #0
-__all__ = ['METRICS', 'DEFAULT_METRICS', 'Predictions', 'predictions', 'safe_value', 'Metric', 'default_metric', 'metrics_for',
-           'get_metric', 'metric_suite']
+__all__ = ['METRICS', 'DEFAULT_METRICS', 'Predictions', 'from_proba', 'predictions', 'safe_value', 'Metric', 'default_metric',
+           'metrics_for', 'get_metric', 'metric_suite']
 
 # %% ../nbs/api/05_metrics.ipynb #12ab8453
 class Predictions:
@@ -62,6 +62,22 @@ class Predictions:
         return (self.true_keys[:, None] == label_keys(self.classes)[None, :]).astype(int)
 
 # %% ../nbs/api/05_metrics.ipynb #a2958a32
+def from_proba(y, # true labels (any spelling: matched to `classes` by key)
+               proba, # rows × classes probabilities, columns in `classes` order
+               classes: list, # the model's classes
+               task: Task, # binary or multiclass
+               positive=None, # the positive class (binary)
+               threshold: float = 0.5, # binary decision threshold on P(positive)
+              ) -> Predictions:
+    "Classification `Predictions` from class probabilities: the decision is the threshold (binary) or the most probable class."
+    proba, classes = np.asarray(proba, dtype=float), list(classes)
+    y = match_labels(np.asarray(y, dtype=object), classes)
+    if task == "binary":
+        i = class_index(classes, positive)
+        y_pred = np.asarray(classes, dtype=object)[np.where(proba[:, i] >= threshold, i, 1 - i)]
+        return Predictions(task, y, y_pred, proba, classes, classes[i])
+    return Predictions(task, y, np.asarray(classes, dtype=object)[proba.argmax(1)], proba, classes)
+
 def predictions(model, # a fitted classifier or regressor (or Pipeline)
                 X, # the rows to score, as the model takes them
                 y, # their true labels or values
@@ -72,14 +88,7 @@ def predictions(model, # a fitted classifier or regressor (or Pipeline)
     "Score `model` on `(X, y)`: labels, predictions and class probabilities."
     y = np.asarray(y)
     if task == "regression": return Predictions(task, y, np.asarray(model.predict(X), dtype=float))
-    classes = list(model.classes_)
-    proba = np.asarray(model.predict_proba(X), dtype=float)
-    y = match_labels(y, classes)
-    if task == "binary":
-        i = class_index(classes, positive)
-        y_pred = np.asarray(classes, dtype=object)[np.where(proba[:, i] >= threshold, i, 1 - i)]
-        return Predictions(task, y, y_pred, proba, classes, classes[i])
-    return Predictions(task, y, np.asarray(classes, dtype=object)[proba.argmax(1)], proba, classes)
+    return from_proba(y, model.predict_proba(X), list(model.classes_), task, positive, threshold)
 
 # %% ../nbs/api/05_metrics.ipynb #33d87874
 def safe_value(fn: Callable, *args, **kw) -> float | None:

@@ -36,13 +36,13 @@ __all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'EXPERIMENT_TAGS', 'UNLOGGED_SUF
            'KERNEL_FILE_PREFIX', 'RUN_LOCK', 'STOP', 'FIX_FIRST_ERRORS', 'VOLATILE_KEYS', 'SIDE_EFFECT_STAGES',
            'WORKSPACE_KEYS', 'FIRST_READER', 'DONE', 'PROJECT_HEADER', 'Stage', 'notebook_parameters',
            'check_stage_notebook', 'check_dag', 'packaged_stages_dir', 'stages_dir', 'describe_stages', 'new_run_id',
-           'latest_run_dir', 'ensure_experiment', 'StageContext', 'StageNotReady', 'quiet_stage', 'open_stage',
-           'prepare_run', 'build_summary', 'log_parent_run', 'IPCKernelManager', 'kill_stage_kernels',
-           'shutdown_stage_kernels', 'remove_stale_kernel_files', 'Interrupted', 'stop_signal', 'signals_interrupt',
-           'exit_code', 'run_alive', 'close_open_runs', 'reap_dead_runs', 'mark_latest', 'latest_resumable',
-           'resume_helps', 'stage_timing', 'run_stage', 'finish_stage', 'file_digest', 'notebook_digest', 'config_part',
-           'source_digest', 'stage_key', 'key_of', 'earlier_stages', 'plan_stage', 'run_pipeline', 'run_timing',
-           'init_project']
+           'latest_run_dir', 'find_config', 'ensure_experiment', 'StageContext', 'StageNotReady', 'quiet_stage',
+           'open_stage', 'prepare_run', 'build_summary', 'log_parent_run', 'render_html', 'IPCKernelManager',
+           'kill_stage_kernels', 'shutdown_stage_kernels', 'remove_stale_kernel_files', 'Interrupted', 'stop_signal',
+           'signals_interrupt', 'exit_code', 'run_alive', 'close_open_runs', 'reap_dead_runs', 'mark_latest',
+           'latest_resumable', 'resume_helps', 'stage_timing', 'run_stage', 'finish_stage', 'file_digest',
+           'notebook_digest', 'config_part', 'source_digest', 'stage_key', 'key_of', 'earlier_stages', 'plan_stage',
+           'run_pipeline', 'run_timing', 'init_project']
 
 # %% ../nbs/api/10_pipeline.ipynb #aa0a1c80
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def latest_run_dir(workspace: Path) -> Path | None:
     return Path(workspace) / "runs" / marker.read_text().strip() if marker.exists() else None
 
 # %% ../nbs/api/10_pipeline.ipynb #e42c561b
-def _find_config(start: Path) -> Path | None:
+def find_config(start: Path) -> Path | None:
     "The nearest `pipeline.yaml` at or above `start`."
     for d in (start, *start.parents):
         if (d / "pipeline.yaml").is_file(): return d / "pipeline.yaml"
@@ -154,14 +154,17 @@ def _find_config(start: Path) -> Path | None:
 # %% ../nbs/api/10_pipeline.ipynb #12a96e03
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}  # MLflow 3's UI opens such an experiment on its runs table, not its GenAI (traces) view
 
-def ensure_experiment(cfg: PipelineConfig, client=None) -> str:
+def ensure_experiment(cfg: PipelineConfig, client=None,
+                      name: str | None = None, # the experiment; default the project's (`cfg.name`)
+                     ) -> str:
     "The id of the project's MLflow experiment (a model-training one), created with the workspace's artifact root if missing."
     from mlflow.tracking import MlflowClient
     from mlops_nb.registry import repoint_artifacts
     client = client or MlflowClient(cfg.tracking)
     repoint_artifacts(cfg.tracking, cfg.artifacts)  # a moved or copied workspace writes into its own folder
-    exp = client.get_experiment_by_name(cfg.name)
-    if exp is None: return client.create_experiment(cfg.name, artifact_location=cfg.artifacts, tags=EXPERIMENT_TAGS)
+    name = name or cfg.name
+    exp = client.get_experiment_by_name(name)
+    if exp is None: return client.create_experiment(name, artifact_location=cfg.artifacts, tags=EXPERIMENT_TAGS)
     for k, v in EXPERIMENT_TAGS.items():
         if exp.tags.get(k) != v: client.set_experiment_tag(exp.experiment_id, k, v)
     return exp.experiment_id
@@ -310,7 +313,7 @@ def open_stage(stage: str, # stage name, e.g. `validate`
     quiet_stage()
     if config_path is None and run_dir is not None and (Path(run_dir) / "config.yaml").exists():
         config_path = Path(run_dir) / "config.yaml"
-    config_path = config_path or _find_config(Path.cwd())
+    config_path = config_path or find_config(Path.cwd())
     ws = os.environ.get(WORKSPACE_ENV) if run_dir is None else None  # by hand: the session's workspace wins
     cfg = load_config(config_path, [f"workspace={Path(ws).resolve()}"] if ws else [])
     if run_dir is None: run_dir = _interactive_run_dir(stage, cfg)
@@ -388,7 +391,7 @@ def _error_of(exc: BaseException) -> str:
     cell = getattr(exc, "exec_count", None)
     return f"{ename}: {evalue}" + (f" (cell [{cell}])" if cell else "")
 
-def _html(nb_path: Path) -> Path:
+def render_html(nb_path: Path) -> Path:
     "Render an executed notebook to standalone HTML (the stage's report)."
     from nbconvert import HTMLExporter
     body, _ = HTMLExporter(exclude_input_prompt=True, exclude_output_prompt=True).from_filename(str(nb_path))
@@ -621,7 +624,7 @@ def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: Path, client, experime
 
 def _timed_html(nb_path: Path) -> tuple[Path, float]:
     t = time.perf_counter()
-    return _html(nb_path), round(time.perf_counter() - t, 2)
+    return render_html(nb_path), round(time.perf_counter() - t, 2)
 
 def finish_stage(rec: dict, # a record `run_stage` returned
                  client, # MlflowClient of the run's store
