@@ -277,16 +277,13 @@ RetrainWindow = Literal["sliding", "reference+recent"]
 
 class RetrainingConfig(_Section):
     "When `mlops-nb retrain` re-trains the champion (policies), on which rows (the window) and at what cost (tuning)."
-    drift_share: float | None = Field(0.3, gt=0, le=1,
-        description="fire when at least this share of the features drifted in the monitored window; null: off")
+    drift: bool = Field(True, description="fire when the monitored window drifted (see `drift_share`, `drift_features`)")
+    drift_share: float | None = Field(None, gt=0, le=1,
+        description="the share of drifted features that fires; default the drift report's own verdict (`drift.share`)")
     drift_features: list[str] = Field([], description="fire when any of these features drifted, whatever the share")
-    metric: str | None = Field(None, description="metric watched for a drop; default the tuning objective")
-    max_drop: float | None = Field(0.05, gt=0,
-        description="fire when the window's performance is worse than the champion's test figure by more than this; null: off")
-    performance: Literal["realised", "estimated", "either"] = Field("either",
-        description="which performance the drop is measured on: realised (labelled rows), estimated (from the "
-                    "probabilities, before labels), or either")
-    min_labelled_rows: int = Field(100, ge=1, description="a realised figure counts only over at least this many labelled rows")
+    performance: Literal["realised", "estimated", "either", "off"] = Field("either",
+        description="fire on the monitor's performance alert (a drop beyond `monitoring.max_drop`): realised on "
+                    "labelled rows, estimated from the probabilities before labels, either, or off")
     max_age_days: float | None = Field(None, gt=0, description="schedule: fire when the champion is older than this; null: off")
     new_labels: int | None = Field(None, ge=1,
         description="volume: fire when this many labelled rows arrived since the champion was promoted; null: off")
@@ -300,7 +297,7 @@ class RetrainingConfig(_Section):
     window_days: float | None = Field(None, gt=0, description="`sliding`: only rows of the last this many days (of the time column)")
     context: DataConfig | None = Field(None,
         description="the system of record joined to logged rows by id (request id = `id_column`) for what the log "
-                    "lacks: protected attributes, the event time, fields hashed or dropped from the log")
+                    "lacks: protected attributes, fields hashed or dropped from the log")
     tuning: Literal["reuse", "search"] = Field("reuse",
         description="`reuse`: the champion's family and hyper-parameters, refitted (cheap); `search`: a new search of "
                     "`n_trials` trials")
