@@ -16,7 +16,8 @@ import typer
 from .config import WORKSPACE_ENV, ConfigError, PipelineConfig, load_config
 
 # %% auto #0
-__all__ = ['app', 'run', 'init', 'validate', 'promote', 'rollback', 'models', 'serve', 'predict', 'predictions', 'monitor']
+__all__ = ['app', 'run', 'init', 'validate', 'promote', 'rollback', 'models', 'serve', 'predict', 'predictions', 'monitor',
+           'drift']
 
 # %% ../nbs/api/11_cli.ipynb #7b513604
 app = typer.Typer(help="Notebook-first MLOps: run the pipeline, validate data, manage the model registry.",
@@ -338,3 +339,28 @@ def monitor(since: Optional[str] = typer.Option(None, "--since", help="window st
         return typer.echo(f"no production rows of '{cfg.model_name}' in {rep['window']['description']} of the prediction log")
     typer.echo("\n".join(summary_lines(rep)))
     typer.echo(f"report: {out['html']}", err=True)
+
+# %% ../nbs/api/11_cli.ipynb #864c9536
+def _drift_text(report) -> str:
+    "The report for a terminal: the verdict, a table of the compared columns, and the data-quality issues."
+    show = lambda v: "" if v is None or (isinstance(v, float) and v != v) else f"{v:.3g}" if isinstance(v, float) else v
+    df = report.table().drop(columns=["issues"]).map(show)
+    df["drifted"] = df["drifted"].map({True: "DRIFT", False: ""})
+    issues = [f"  {q.name}: {issue}" for q in report.quality for issue in q.issues]
+    return "\n".join([report.summary(), "", _table(df), *(["", "data quality:", *issues] if issues else [])])
+
+@app.command()
+def drift(reference: Path = typer.Option(..., "--reference", help="a saved reference.json, or a reference table (CSV/Parquet)"),
+          data: Path = typer.Option(..., "--data", help="the window to compare (CSV/Parquet)"),
+          target: Optional[str] = typer.Option(None, "--target", help="label column: not a feature; with a reference table, compared as the prediction"),
+          config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline.yaml: roles (id, drop, protected) and drift: settings"),
+          param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value, e.g. drift.share=0.3"),
+          as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout")):
+    "Compare a window of data with a reference: drift per feature and of the predictions, and data quality; exit 0 either way."
+    from mlops_nb.drift import compare_files
+    cfg = _config(config, param)
+    try: report = compare_files(reference, data, target, cfg)
+    except (ValueError, OSError, KeyError) as e: _fail(" ".join(str(e).split()))
+    if as_json: _print_json(report.to_dict())
+    else: typer.echo(_drift_text(report))
+    raise typer.Exit(0)

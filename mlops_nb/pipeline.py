@@ -65,8 +65,9 @@ DAG: tuple[Stage, ...] = (
     Stage("tune", "05_tune.ipynb", {"train_path": "prepare/train.parquet", "valid_path": "prepare/valid.parquet",
                                     **_SCHEMA}, ("best.json",)),
     Stage("train", "06_train.ipynb", {"train_path": "prepare/train.parquet", "valid_path": "prepare/valid.parquet",
-                                      **_SCHEMA, "best_path": "tune/best.json", "snapshot_path": "gather/snapshot.json"},
-          ("model.json",)),
+                                      "test_path": "prepare/test.parquet", **_SCHEMA, "best_path": "tune/best.json",
+                                      "snapshot_path": "gather/snapshot.json"},
+          ("model.json", "reference.json")),  # test rows: only scored, for the drift reference of the model's predictions
     Stage("evaluate", "07_evaluate.ipynb", {"train_path": "prepare/train.parquet", "test_path": "prepare/test.parquet", **_SCHEMA,
                                             "model_path": "train/model.json"}, ("evaluation.json",)),
     Stage("register", "08_register.ipynb", {"model_path": "train/model.json",
@@ -657,7 +658,7 @@ VOLATILE_KEYS = ("created", "seconds")  # JSON fields saying when or how long, n
 SIDE_EFFECT_STAGES = ("register",)  # always executed: they act on the registry (registering is idempotent per model)
 WORKSPACE_KEYS = ("stages", "stages_dir", "workspace", "tracking_uri", "artifact_location")  # where, not what
 FIRST_READER = {"split": "validate", "tuning": "validate", "analysis": "analyze", "features": "prepare",
-                "training": "train", "gates": "evaluate", "registry": "evaluate"}  # config section → first stage reading it
+                "training": "train", "drift": "train", "gates": "evaluate", "registry": "evaluate"}  # config section → first stage reading it
 
 def _sha(data: bytes) -> str: return hashlib.sha256(data).hexdigest()
 
