@@ -1,6 +1,7 @@
 """Monitoring end to end: a real pipeline run, a real `mlops-nb serve` on 127.0.0.1, demo traffic with and without
 covariate shift posted to /predict, delayed labels posted to /feedback, then `mlops-nb monitor --json` as a user runs it."""
 import json
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, mlops
-from test_serving import Server, copy_workspace, records
+from test_serving import Server, records
 
 WINDOW_ROWS = 1000  # per window: enough for a drift verdict and for ROC AUC within a few points
 SHIFTED = {"age", "income", "loan_amount", "credit_score", "channel"}  # what covariate_shift moves in make_credit_data
@@ -20,6 +21,14 @@ MAX_AUC_ERROR = 0.06  # |estimated - realised| ROC AUC on 1,000 labelled rows (s
 
 
 def iso(t: float) -> str: return datetime.fromtimestamp(t, timezone.utc).replace(tzinfo=None).isoformat()
+
+
+def copy_workspace(src: Path, dst: Path) -> Path:
+    "The registry and its artifacts (the command line points a copied store at its own artifacts folder)."
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src / "mlflow.db", dst / "mlflow.db")
+    shutil.copytree(src / "artifacts", dst / "artifacts")
+    return dst
 
 
 def post_window(server: Server, df: pd.DataFrame, fields: list[str], target: str = "default") -> list[str]:
