@@ -278,8 +278,8 @@ RetrainWindow = Literal["sliding", "reference+recent"]
 class RetrainingConfig(_Section):
     "When `mlops-nb retrain` re-trains the champion (policies), on which rows (the window) and at what cost (tuning)."
     drift: bool = Field(True, description="fire when the monitored window drifted (see `drift_share`, `drift_features`)")
-    drift_share: float | None = Field(None, gt=0, le=1,
-        description="the share of drifted features that fires; default the drift report's own verdict (`drift.share`)")
+    drift_share: float | None = Field(0.3, gt=0, le=1,
+        description="fire when at least this share of the features drifted; null: the drift report's verdict (`drift.share`)")
     drift_features: list[str] = Field([], description="fire when any of these features drifted, whatever the share")
     performance: Literal["realised", "estimated", "either", "off"] = Field("either",
         description="fire on the monitor's performance alert (a drop beyond `monitoring.max_drop`): realised on "
