@@ -281,9 +281,9 @@ class RetrainingConfig(_Section):
     drift_share: float | None = Field(0.3, gt=0, le=1,
         description="fire when at least this share of the features drifted; null: the drift report's verdict (`drift.share`)")
     drift_features: list[str] = Field([], description="fire when any of these features drifted, whatever the share")
-    performance: Literal["realised", "estimated", "either", "off"] = Field("either",
+    performance: Literal["realised", "estimated", "either", "none"] = Field("either",
         description="fire on the monitor's performance alert (a drop beyond `monitoring.max_drop`): realised on "
-                    "labelled rows, estimated from the probabilities before labels, either, or off")
+                    "labelled rows, estimated from the probabilities before labels, either, or `none` (never)")
     max_age_days: float | None = Field(None, gt=0, description="schedule: fire when the champion is older than this; null: off")
     new_labels: int | None = Field(None, ge=1,
         description="volume: fire when this many labelled rows arrived since the champion was promoted; null: off")

@@ -89,7 +89,7 @@ def drift_policy(report, # a `MonitorReport` (its `drift`: `drifted`, `share_dri
 def performance_policy(report, # a `MonitorReport` (its `alerts`)
                        rc: RetrainingConfig) -> PolicyResult:
     "Fire on the monitor's realised and/or estimated performance alert (a drop beyond `monitoring.max_drop`)."
-    if rc.performance == "off": return PolicyResult("performance", False, "off (retraining.performance: off)")
+    if rc.performance == "none": return PolicyResult("performance", False, "off (retraining.performance: none)")
     kinds = {"realised", "estimated"} if rc.performance == "either" else {rc.performance}
     alerts = [a for a in getattr(report, "alerts", []) if a.get("kind") in {f"{k}_performance" for k in kinds}]
     if alerts: return PolicyResult("performance", True, "; ".join(a["reason"] for a in alerts))

@@ -15,7 +15,7 @@ from conftest import ROOT, mlops, params
 # something; the re-training run uses the same profile.
 SIM = ["data.demo.rows=3000", "tuning.families=[linear]", "tuning.search_spaces={linear: {C: 1.0}}", "tuning.n_trials=1",
        "tuning.cv_folds=2"]
-QUIET = ["retraining.drift=false", "retraining.performance=off"]  # detection only: the policies never fire
+QUIET = ["retraining.drift=false", "retraining.performance=none"]  # detection only: the policies never fire
 MAX_FEATURE_DAY_ALERTS = 0.05  # the no-drift control: at most this share of feature-days alert
 MAX_ESTIMATE_ERROR = 0.05  # |estimated - realised| ROC AUC per day, mean over the control (300 rows a day: sampling error ~0.03)
 RECOVERY = 0.05  # after the re-trained model is promoted, realised ROC AUC within this of the pre-drift level
