@@ -370,7 +370,8 @@ def _decision_lines(d: dict) -> list[str]:
     "A decision for a terminal: what was done and why, then each policy's verdict."
     head = {"none": "no re-training", "wait": "policy fired: waiting for labels", "retrain": "re-trained",
             "no-champion": "nothing to re-train"}[d["action"]]
-    return [f"{head}: {d['reason']}", *(f"  {'FIRED' if p['fired'] else 'quiet':<6} {p['policy']:<12} {p['reason']}" for p in d["policies"])]
+    why = "no policy fired" if d["action"] == "none" else d["reason"]  # the policies' own lines follow
+    return [f"{head}: {why}", *(f"  {'FIRED' if p['fired'] else 'quiet':<6} {p['policy']:<12} {p['reason']}" for p in d["policies"])]
 
 @app.command()
 def retrain(since: Optional[str] = typer.Option(None, "--since", help="window start: ISO time (UTC without an offset)"),
