@@ -321,14 +321,15 @@ def run_window(cfg: PipelineConfig, facts: ChampionFacts, log: pd.DataFrame, d: 
     return d
 
 # %% ../nbs/api/16_retraining.ipynb #f5b221cd
-def _window_start(window) -> float | None:
-    since = getattr(window, "since", None)
-    return None if since is None else pd.Timestamp(since, unit="s" if isinstance(since, (int, float)) else None).timestamp()
+def _window_start(report) -> float | None:
+    "Unix time the monitored window began (the report's `window.start`), None when it was open."
+    start = (getattr(report, "window", None) or {}).get("start")
+    return None if start is None else float(start)
 
 def retrain(cfg: PipelineConfig,
             report=None, # the `MonitorReport` to judge; None: `monitor(cfg, window)`
             window=None, # the monitored window (`monitoring.Window`), when `report` is None
-            evidence_since: float | None = None, # Unix time the window's rows began (default: the window's `since`, else now)
+            evidence_since: float | None = None, # Unix time the window's rows began (default: the monitored window's start, else now)
             age_days: float | None = None, # the champion's age (default: from its promotion time)
             run: bool = True, # re-train when a policy fires and enough labels arrived (False: decide and record only)
             echo: Callable[[str], None] | None = None, # the pipeline's progress lines
@@ -351,7 +352,7 @@ def retrain(cfg: PipelineConfig,
     d = Decision(_now(), "none", "; ".join(f"{p.policy}: {p.reason}" for p in policies), fired, [p.to_dict() for p in policies],
                  facts.version, monitor=monitor_figures(report))
     if fired:
-        first = evidence_since or _window_start(window) or time.time()
+        first = evidence_since or _window_start(report) or time.time()
         d.evidence_since = evidence_start(decisions(cfg, promoted_at, client), first)
         d.labels_since = labels_since(log, d.evidence_since)
         why = "; ".join(f"{p.policy}: {p.reason}" for p in policies if p.fired)

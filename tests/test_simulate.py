@@ -72,28 +72,49 @@ def test_drift_detected_on_onset_day(champion, tmp_path, scenario):
     if scenario == "covariate_shift": assert len(alerted(onset, ("drift",)) & SCENARIO_FEATURES[scenario]) >= 3, onset["alerts"]
 
 
-def test_concept_drift_retrained_and_promoted(champion, tmp_path):
-    out, ws = simulate(champion, tmp_path, "--days", "5", "--scenario", "concept_drift", "--drift-day", "2",
-                       "--rows-per-day", "1000", "--label-delay", "1", extra=("retraining.min_new_labels=800",))
+@pytest.fixture(scope="module")
+def concept_loop(champion, tmp_path_factory):
+    "Five days in which concept drift starts on day 2, 1,000 rows a day, labels a day later; re-training on."
+    return simulate(champion, tmp_path_factory.mktemp("concept"), "--days", "5", "--scenario", "concept_drift",
+                    "--drift-day", "2", "--rows-per-day", "1000", "--label-delay", "1", extra=("retraining.min_new_labels=800",))
+
+
+def test_concept_drift_retrained_and_promoted(concept_loop):
+    out, ws = concept_loop
     days, events = {d["day"]: d for d in out["days"]}, out["events"]
     # concept drift moves no feature: its labels show it, the day they arrive (day 3 for day 2's rows)
     perf = [e for e in events if e["kind"] == "alert" and "realised roc_auc" in e["reason"]]
     assert perf and perf[0]["day"] <= out["onset_day"] + 1, events
     kinds = [(e["day"], e["kind"]) for e in events if e["kind"] != "alert"]
     assert kinds == [(4, "retrain"), (4, "promote")], events  # day 3's labels arrive on day 4: the first 800 since it fired
-    assert days[5]["model_version"] != days[1]["model_version"]
+    assert days[5]["model_version"] != days[1]["model_version"]  # the service picked the new champion up by itself
     assert days[2]["metric"] < days[1]["metric"] - 0.03, days
     assert days[5]["metric"] >= days[1]["metric"] - RECOVERY, days
-    # every decision is an MLflow run with its reason; `mlops-nb retrain` decides again from the command line
+    # every decision is an MLflow run with its reason
     client = mlflow.tracking.MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
     exp = client.get_experiment_by_name("credit-risk")
     runs = client.search_runs([exp.experiment_id], "tags.`mlops_nb.kind` = 'retrain-decision'")
     assert len(runs) == 5 and all(r.data.tags["mlops_nb.reason"] for r in runs)
-    r = mlops("retrain", "--config", ROOT / "pipeline.yaml", "--workspace", ws, *params(SIM), "--last", "1d", "--dry-run", "--json")
+
+
+def test_retrain_command(concept_loop):
+    out, ws = concept_loop
+    cli = ("--config", ROOT / "pipeline.yaml", "--workspace", ws, "--last", "1d", "--json")
+    r = mlops("retrain", *cli, *params(SIM), "--dry-run")
     assert r.returncode == 0, r.stderr[-3000:]
     d = json.loads(r.stdout)
     assert d["action"] in ("none", "wait") and [p["policy"] for p in d["policies"]] == ["drift", "performance", "schedule", "volume"]
-    assert d["champion"] == days[5]["model_version"]
+    assert d["champion"] == out["days"][-1]["model_version"]
+    # the volume policy, with the simulation's traffic as the context the log lacks (the protected attribute)
+    ctx = "retraining.context={source: parquet, path: %s}" % (Path(out["folder"]) / "traffic.parquet")
+    r = mlops("retrain", *cli, *params([*SIM, ctx, "retraining.new_labels=1000", "retraining.min_new_labels=0"]))
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = json.loads(r.stdout)
+    assert (d["action"], d["fired"], d["window"]["missing"]) == ("retrain", ["volume"], []), d
+    assert d["version"] == "3" and isinstance(d["promoted"], bool) and d["window"]["rows"] == 1500, d
+    assert "[8/8] register" in r.stderr  # the pipeline's progress on standard error, the decision alone on standard output
+    tags = mlflow.tracking.MlflowClient(f"sqlite:///{ws / 'mlflow.db'}").get_run(d["mlflow_run_id"]).data.tags
+    assert tags["mlops_nb.pipeline_run"] == d["run_id"] and tags["mlops_nb.version"] == "3"
 
 
 def test_bad_arguments_exit_2(tmp_path):
