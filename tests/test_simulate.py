@@ -107,7 +107,7 @@ def test_retrain_command(concept_loop):
     assert d["champion"] == out["days"][-1]["model_version"]
     # the volume policy, with the simulation's traffic as the context the log lacks (the protected attribute)
     ctx = "retraining.context={source: parquet, path: %s}" % (Path(out["folder"]) / "traffic.parquet")
-    r = mlops("retrain", *cli, *params([*SIM, ctx, "retraining.new_labels=1000", "retraining.min_new_labels=0"]))
+    r = mlops("retrain", *cli, *params([*SIM, ctx, "retraining.new_labels=500", "retraining.min_new_labels=0"]))
     assert r.returncode == 0, r.stderr[-3000:]
     d = json.loads(r.stdout)
     assert (d["action"], d["fired"], d["window"]["missing"]) == ("retrain", ["volume"], []), d
