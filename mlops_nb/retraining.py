@@ -91,7 +91,9 @@ def performance_policy(report, # a `MonitorReport` (its `alerts`)
     "Fire on the monitor's realised and/or estimated performance alert (a drop beyond `monitoring.max_drop`)."
     if rc.performance == "none": return PolicyResult("performance", False, "off (retraining.performance: none)")
     kinds = {"realised", "estimated"} if rc.performance == "either" else {rc.performance}
-    alerts = [a for a in getattr(report, "alerts", []) if a.get("kind") in {f"{k}_performance" for k in kinds}]
+    version = str(getattr(report, "model_version", None))  # an older version's rows in the window do not judge the champion
+    alerts = [a for a in getattr(report, "alerts", []) if a.get("kind") in {f"{k}_performance" for k in kinds}
+              and str(a.get("version", version)) == version]
     if alerts: return PolicyResult("performance", True, "; ".join(a["reason"] for a in alerts))
     figures = [f"{k} {m} {v:.3f}" for k in sorted(kinds) for m, v in (getattr(report, k, None) or {}).items()
                if m == getattr(report, "metric", None) and v is not None]

@@ -110,7 +110,7 @@ def test_retrain_command(concept_loop):
     r = mlops("retrain", *cli, *params([*SIM, ctx, "retraining.new_labels=500", "retraining.min_new_labels=0"]))
     assert r.returncode == 0, r.stderr[-3000:]
     d = json.loads(r.stdout)
-    assert (d["action"], d["fired"], d["window"]["missing"]) == ("retrain", ["volume"], []), d
+    assert d["action"] == "retrain" and "volume" in d["fired"] and d["window"]["missing"] == [], d
     assert d["version"] == "3" and isinstance(d["promoted"], bool) and d["window"]["rows"] == 1500, d
     assert "[8/8] register" in r.stderr  # the pipeline's progress on standard error, the decision alone on standard output
     tags = mlflow.tracking.MlflowClient(f"sqlite:///{ws / 'mlflow.db'}").get_run(d["mlflow_run_id"]).data.tags
