@@ -316,8 +316,8 @@ def _window(since: Optional[str], until: Optional[str], last: Optional[str], row
     except ValueError as e: _fail(str(e))
 
 @app.command()
-def monitor(since: Optional[str] = typer.Option(None, "--since", help="window start: ISO time (UTC without an offset)"),
-            until: Optional[str] = typer.Option(None, "--until", help="window end: ISO time"),
+def monitor(since: Optional[str] = typer.Option(None, "--since", help="window start: ISO time (UTC without an offset) or Unix seconds"),
+            until: Optional[str] = typer.Option(None, "--until", help="window end: ISO time or Unix seconds"),
             last: Optional[str] = typer.Option(None, "--last", help="the last this long: 30m, 12h, 1d, 2w"),
             rows: Optional[int] = typer.Option(None, "--rows", help="at most this many rows, the latest"),
             config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline.yaml (default ./pipeline.yaml)"),

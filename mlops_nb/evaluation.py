@@ -18,10 +18,11 @@ from .metrics import Metric, Predictions, get_metric, metric_suite, predictions,
 from .schema import DataSchema, label_keys
 
 # %% auto #0
-__all__ = ['MIN_SLICE_ROWS', 'MAX_SLICE_VALUES', 'gate_metric', 'model_input', 'predict', 'confusion', 'curves', 'slice_columns',
-           'slice_metrics', 'fairness', 'baseline', 'check_gates', 'near_perfect_gate', 'champion_incompatible',
-           'evaluate', 'gate_table', 'metrics_table', 'slices_table', 'fairness_table', 'plot_roc_pr',
-           'plot_calibration', 'plot_confusion', 'plot_residuals', 'evaluation_figures', 'log_evaluation']
+__all__ = ['MIN_SLICE_ROWS', 'MAX_SLICE_VALUES', 'gate_metric', 'model_input', 'predict', 'confusion', 'calibration_map',
+           'curves', 'slice_columns', 'slice_metrics', 'fairness', 'baseline', 'check_gates', 'near_perfect_gate',
+           'champion_incompatible', 'evaluate', 'gate_table', 'metrics_table', 'slices_table', 'fairness_table',
+           'plot_roc_pr', 'plot_calibration', 'plot_confusion', 'plot_residuals', 'evaluation_figures',
+           'log_evaluation']
 
 # %% ../nbs/api/08_evaluation.ipynb #a14f7437
 def gate_metric(name: str, # metric as written in a gate or the tuning objective
@@ -64,6 +65,15 @@ def confusion(pred: Predictions) -> dict | None:
     return {"labels": [str(c) for c in pred.classes], "matrix": m.tolist()}
 
 
+def calibration_map(y, # 0/1 outcomes: the positive class (binary) or a correct top class (multiclass)
+                    score, # the probabilities the model gave them
+                   ) -> dict:
+    "The isotonic map from a predicted probability to the observed rate: `{score, rate}` knots, read with `np.interp`."
+    from sklearn.isotonic import IsotonicRegression
+    iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(np.asarray(score, float), np.asarray(y, float))
+    return {"score": _r(iso.X_thresholds_, 6), "rate": _r(iso.y_thresholds_, 6)}
+
+
 def curves(pred: Predictions, bins: int = 10, max_points: int = 1000, seed: int = 0) -> dict:
     "Curve points for the report: ROC/PR/calibration (classification) or residuals (regression)."
     from sklearn.calibration import calibration_curve
@@ -82,6 +92,7 @@ def curves(pred: Predictions, bins: int = 10, max_points: int = 1000, seed: int 
             out["pr"] = {"recall": _r(rec), "precision": _r(prec), "prevalence": round(float(yb.mean()), 4)}
         t, p = calibration_curve(yb, s, n_bins=bins, strategy="uniform")
         out["calibration"] = {"prob_pred": _r(p), "prob_true": _r(t), "top_class": pred.task == "multiclass"}
+        out["calibration_map"] = {**calibration_map(yb, s), "top_class": pred.task == "multiclass"}
     return out
 
 # %% ../nbs/api/08_evaluation.ipynb #dd233179

@@ -6,6 +6,7 @@ Docs: https://mlops-nb.github.io/mlops-nb/api/monitoring.html.md"""
 
 # %% ../nbs/api/15_monitoring.ipynb #bc71310c
 from __future__ import annotations
+import json
 import re
 import tempfile
 import time
@@ -24,13 +25,13 @@ from .registry import CHAMPION, champion_version
 from .schema import DataSchema, class_index, match_labels
 
 # %% auto #0
-__all__ = ['UNIT_SECONDS', 'MONITORING_SUFFIX', 'REPORT_NOTEBOOK', 'MAX_DRIFT_PLOTS', 'parse_duration', 'to_seconds', 'Window',
-           'default_window', 'select_window', 'window_frame', 'labelled_rows', 'log_predictions', 'expected_roc_auc',
-           'estimate_metrics', 'performance', 'test_metrics', 'VersionFacts', 'version_facts', 'drift_alerts',
-           'performance_alert', 'MonitorReport', 'monitored_metric', 'window_drift', 'NothingToMonitor', 'monitor',
-           'report_metrics', 'monitoring_experiment', 'log_report', 'log_figures', 'report_config', 'report_notebook',
-           'run_report', 'summary_lines', 'drift_table', 'performance_table', 'alerts_table', 'plot_performance',
-           'plot_column', 'drift_figures']
+__all__ = ['UNIT_SECONDS', 'MONITORING_SUFFIX', 'MAX_DRIFT_PLOTS', 'parse_duration', 'to_seconds', 'Window', 'default_window',
+           'select_window', 'window_frame', 'labelled_rows', 'log_predictions', 'expected_roc_auc', 'calibrate',
+           'estimate_metrics', 'performance', 'test_metrics', 'evaluation_of', 'VersionFacts', 'version_facts',
+           'drift_alerts', 'performance_alert', 'MonitorReport', 'monitored_metric', 'window_drift', 'NothingToMonitor',
+           'open_registry', 'monitor', 'report_metrics', 'monitoring_experiment', 'log_report', 'log_figures',
+           'report_config', 'report_notebook', 'run_report', 'summary_lines', 'drift_table', 'performance_table',
+           'alerts_table', 'plot_performance', 'plot_column', 'drift_figures']
 
 # %% ../nbs/api/15_monitoring.ipynb #b1bb8700
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -50,6 +51,7 @@ def to_seconds(t, # Unix seconds, an ISO time (UTC when it has no offset), a Tim
     "Unix seconds of a moment; None stays None."
     if t is None: return None
     if isinstance(t, (int, float)) and not isinstance(t, bool): return float(t)
+    if isinstance(t, str) and re.fullmatch(r"\s*\d+(\.\d*)?\s*", t): return float(t)  # Unix seconds, as text from a command line
     try: ts = pd.Timestamp(t)
     except (ValueError, TypeError): ts = pd.NaT
     if ts is pd.NaT: raise ValueError(f"{where} {t!r}: expected an ISO time such as 2024-05-01T12:00 or Unix seconds")
@@ -152,47 +154,61 @@ def log_predictions(frame: pd.DataFrame, # rows of one model version, with `labe
     return from_proba(df["label"].to_numpy(object), proba, schema.classes, schema.task, schema.positive_label, threshold)
 
 # %% ../nbs/api/15_monitoring.ipynb #0335d177
-def expected_roc_auc(score: np.ndarray, # calibrated probabilities of the positive class
+def expected_roc_auc(score: np.ndarray, # the model's scores of the positive class: they set the ranking
+                     rate: np.ndarray | None = None, # the probability each row is positive (default `score`: calibrated)
                     ) -> float | None:
-    "The ROC AUC expected of calibrated scores: each row is positive with weight `s`, negative with `1 - s`."
-    s = np.sort(np.asarray(score, dtype=float))[::-1]
-    tp, fp = np.cumsum(s), np.cumsum(1 - s)
+    "The ROC AUC expected of scores whose rows are positive with probability `rate`: weight `rate` positive, `1 - rate` negative."
+    score = np.asarray(score, dtype=float)
+    order = np.argsort(-score, kind="stable")
+    s, w = score[order], (score if rate is None else np.asarray(rate, dtype=float))[order]
+    tp, fp = np.cumsum(w), np.cumsum(1 - w)
     if len(s) == 0 or tp[-1] <= 0 or fp[-1] <= 0: return None
     last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # tied scores move the curve together
     tpr, fpr = np.r_[0, tp[last] / tp[-1]], np.r_[0, fp[last] / fp[-1]]
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
 
-def _entropy(p: np.ndarray) -> np.ndarray:
-    q = np.clip(p, 1e-15, 1)
-    return -(p * np.log(q)).sum(1)
+def calibrate(score: np.ndarray, # probabilities as the model gave them
+              calibration: dict | None, # `{score, rate}` knots (`evaluation.calibration_map` of the test rows); None: trusted as they are
+             ) -> np.ndarray:
+    "The observed rate that goes with each probability, read off the test rows' isotonic map."
+    s = np.asarray(score, dtype=float)
+    return s if not calibration else np.interp(s, calibration["score"], calibration["rate"])
+
+def _cross_entropy(q: np.ndarray, p: np.ndarray) -> np.ndarray:
+    "Expected log loss of predicting `p` where the truth is distributed as `q` (rows × classes)."
+    return -(q * np.log(np.clip(p, 1e-15, 1))).sum(1)
 
 def _ratio(a: float, b: float) -> float | None: return float(a / b) if b > 0 else None
 
-def _estimate_binary(s: np.ndarray, threshold: float) -> dict:
-    "Expected binary metrics of calibrated positive-class scores `s` at `threshold`."
-    pos = s >= threshold
-    tp, fp, fn, tn = s[pos].sum(), (1 - s[pos]).sum(), s[~pos].sum(), (1 - s[~pos]).sum()
-    return {"roc_auc": expected_roc_auc(s), "accuracy": _ratio(tp + tn, len(s)), "precision": _ratio(tp, tp + fp),
-            "recall": _ratio(tp, tp + fn), "f1": _ratio(2 * tp, 2 * tp + fp + fn), "brier": float(np.mean(s * (1 - s))),
-            "log_loss": float(_entropy(np.c_[s, 1 - s]).mean())}
+def _estimate_binary(s: np.ndarray, q: np.ndarray, threshold: float) -> dict:
+    "Expected binary metrics of scores `s` at `threshold` when each row is positive with probability `q`."
+    pos = s >= threshold  # the model's own decision
+    tp, fp, fn, tn = q[pos].sum(), (1 - q[pos]).sum(), q[~pos].sum(), (1 - q[~pos]).sum()
+    return {"roc_auc": expected_roc_auc(s, q), "accuracy": _ratio(tp + tn, len(s)), "precision": _ratio(tp, tp + fp),
+            "recall": _ratio(tp, tp + fn), "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+            "brier": float(np.mean(q * (1 - s) ** 2 + (1 - q) * s ** 2)),
+            "log_loss": float(_cross_entropy(np.c_[q, 1 - q], np.c_[s, 1 - s]).mean())}
 
-def _estimate_multiclass(p: np.ndarray) -> dict:
-    "Expected multiclass metrics of calibrated probabilities `p` (rows × classes), deciding by the most probable class."
+def _estimate_multiclass(p: np.ndarray, top: np.ndarray) -> dict:
+    "Expected multiclass metrics of probabilities `p` (rows × classes), the top class correct with probability `top`."
     aucs = [a for a in (expected_roc_auc(p[:, k]) for k in range(p.shape[1])) if a is not None]
-    return {"roc_auc_ovr": float(np.mean(aucs)) if aucs else None, "accuracy": float(p.max(1).mean()),
-            "brier": float((1 - (p ** 2).sum(1)).mean()), "log_loss": float(_entropy(p).mean())}
+    return {"roc_auc_ovr": float(np.mean(aucs)) if aucs else None, "accuracy": float(top.mean()),
+            "brier": float((1 - (p ** 2).sum(1)).mean()), "log_loss": float(_cross_entropy(p, p).mean())}
 
 def estimate_metrics(proba, # rows × classes probabilities, columns in `classes` order
                      classes: list, # the model's classes
                      task: str, # binary, multiclass or regression
                      positive=None, # the positive class (binary)
                      threshold: float = 0.5, # binary decision threshold
+                     calibration: dict | None = None, # the test rows' isotonic map (`evaluation.calibration_map`); None: probabilities as given
                     ) -> dict[str, float | None] | None:
-    "Metrics expected of calibrated probabilities before any label (CBPE); None for regression or no rows."
+    "Metrics expected from the probabilities before any label (CBPE); None for regression or no rows."
     p = np.asarray(proba, dtype=float)
     if task == "regression" or p.size == 0: return None
-    if task == "binary": return _estimate_binary(p[:, class_index(classes, positive)], threshold)
-    return _estimate_multiclass(p)
+    if task == "binary":
+        s = p[:, class_index(classes, positive)]
+        return _estimate_binary(s, calibrate(s, calibration), threshold)
+    return _estimate_multiclass(p, calibrate(p.max(1), calibration))
 
 # %% ../nbs/api/15_monitoring.ipynb #daa1d8ef
 def performance(frame: pd.DataFrame, # the rows of one model version in the window
@@ -200,18 +216,19 @@ def performance(frame: pd.DataFrame, # the rows of one model version in the wind
                 threshold: float = 0.5, # binary decision threshold
                 min_rows: int = 200, # fewer rows: no estimate
                 min_labelled: int = 100, # fewer labelled rows: no realised figure
+                calibration: dict | None = None, # the version's test-row calibration map (`VersionFacts.calibration`)
                ) -> dict:
     "Realised metrics on the labelled rows, estimated metrics on every row, and the estimate's error on the labelled rows."
     out = {"rows": len(frame), "labelled_rows": int(frame["label"].notna().sum()), "realised": None, "estimated": None,
            "estimated_on_labelled": None, "estimation_error": None}
     if schema.task != "regression" and len(frame) >= min_rows:
         out["estimated"] = estimate_metrics(log_predictions(frame, schema, threshold, labelled=False).proba, schema.classes,
-                                            schema.task, schema.positive_label, threshold)
+                                            schema.task, schema.positive_label, threshold, calibration)
     if out["labelled_rows"] < min_labelled: return out
     pred = log_predictions(frame, schema, threshold)
     out["realised"] = metric_suite(pred)
     if schema.task != "regression":
-        est = estimate_metrics(pred.proba, schema.classes, schema.task, schema.positive_label, threshold)
+        est = estimate_metrics(pred.proba, schema.classes, schema.task, schema.positive_label, threshold, calibration)
         out["estimated_on_labelled"] = est
         out["estimation_error"] = {k: v - out["realised"][k] for k, v in est.items()
                                    if v is not None and out["realised"].get(k) is not None}
@@ -235,6 +252,20 @@ def test_metrics(client, # MlflowClient of the registry
     return {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_") and
             not k.startswith(("test_baseline_", "test_champion_"))}
 
+def evaluation_of(client, # MlflowClient of the registry
+                  run_id: str, # the training run of a model version
+                 ) -> dict | None:
+    "The `evaluation.json` of the pipeline run that trained `run_id` (its `evaluate` stage, or the run that stage was reused from)."
+    run = client.get_run(run_id)
+    parent = run.data.tags.get("mlflow.parentRunId")
+    if not parent: return None
+    found = client.search_runs([run.info.experiment_id],
+                               f"tags.`mlflow.parentRunId` = '{parent}' and tags.`mlops_nb.stage` = 'evaluate'")
+    for r in found:
+        path = _artifact(client, r.data.tags.get("mlops_nb.cached_mlflow_run") or r.info.run_id, "evaluation/evaluation.json")
+        if path is not None: return json.loads(path.read_text(encoding="utf-8"))
+    return None
+
 @dataclass
 class VersionFacts:
     "What monitoring needs of one registered version: its training schema, test metrics and drift reference."
@@ -243,21 +274,25 @@ class VersionFacts:
     schema: DataSchema
     test: dict
     reference: Any = None  # `mlops_nb.drift.Reference`, None for a version trained without one
+    calibration: dict | None = None  # the test rows' isotonic calibration map (`evaluation.calibration_map`), if evaluated with one
 
 def version_facts(client, # MlflowClient of the registry
                   name: str, # registered model name
                   version: str, # the version
                  ) -> VersionFacts:
-    "Schema, test metrics and drift reference of version `version` of `name`, from its training run."
+    "Schema, test metrics, drift reference and calibration map of version `version` of `name`, from its training run."
     from mlops_nb.drift import REFERENCE_ARTIFACT, Reference
-    run_id = client.get_model_version(name, version).run_id
+    mv = client.get_model_version(name, version)
+    run_id = mv.run_id
     schema_path = _artifact(client, run_id, "schema.json") if run_id else None
     if schema_path is None:
         raise ValueError(f"model '{name}' v{version} has no training schema (schema.json in its training run {run_id}); "
                          "monitor versions trained by the pipeline (`mlops-nb run`)")
     ref_path = _artifact(client, run_id, REFERENCE_ARTIFACT)
-    return VersionFacts(str(version), run_id, DataSchema.load(schema_path), test_metrics(client, run_id),
-                        Reference.load(ref_path) if ref_path else None)
+    curves = (evaluation_of(client, run_id) or {}).get("curves") or {}
+    tagged = {k.removeprefix("test_"): float(v) for k, v in (mv.tags or {}).items() if k.startswith("test_")}  # `register`'s
+    return VersionFacts(str(version), run_id, DataSchema.load(schema_path), test_metrics(client, run_id) or tagged,
+                        Reference.load(ref_path) if ref_path else None, curves.get("calibration_map"))
 
 # %% ../nbs/api/15_monitoring.ipynb #21ba5bd2
 def _fmt(v) -> str: return "—" if v is None else f"{v:.4g}"
@@ -334,7 +369,7 @@ def monitored_metric(cfg: PipelineConfig, task: str) -> Metric:
 def _version_summary(version: str, frame: pd.DataFrame, facts: VersionFacts, cfg: PipelineConfig, metric: Metric) -> dict:
     "Performance of one version's rows, its alerts, and the monitored metric's figures."
     m = cfg.monitoring
-    perf = performance(frame, facts.schema, cfg.gates.threshold, m.min_rows, m.min_labelled_rows)
+    perf = performance(frame, facts.schema, cfg.gates.threshold, m.min_rows, m.min_labelled_rows, facts.calibration)
     test = facts.test.get(metric.name)
     alerts = [a for kind, rows in (("realised", perf["labelled_rows"]), ("estimated", perf["rows"]))
               if (a := performance_alert(metric, (perf[kind] or {}).get(metric.name), test, m.max_drop, kind, rows, version))]
@@ -357,7 +392,17 @@ def window_drift(frame: pd.DataFrame, # the rows of one version in the window
 
 # %% ../nbs/api/15_monitoring.ipynb #2a01f964
 class NothingToMonitor(ValueError):
-    "No registered version of the model: there is no reference to compare a window with."
+    "No registered version of the model: there is no reference to compare a window with (one line in a notebook, no traceback)."
+    def _render_traceback_(self) -> list[str]: return [f"{type(self).__name__}: {self}"]
+
+def open_registry(cfg: PipelineConfig):
+    "A client of the workspace's registry (a copied workspace reads its own artifacts); `NothingToMonitor` when there is no store."
+    from mlops_nb.registry import open_store, repoint_artifacts, store_exists
+    if not store_exists(cfg.tracking):
+        raise NothingToMonitor(f"nothing registered yet: no MLflow store at {cfg.tracking}; `mlops-nb run` trains and registers a model")
+    client = open_store(cfg.tracking, has_history=True)
+    repoint_artifacts(cfg.tracking, cfg.artifacts)
+    return client
 
 def _current_version(cfg: PipelineConfig, client, frame: pd.DataFrame) -> str:
     "The newest version answering in the window, else the champion."
@@ -385,8 +430,7 @@ def monitor(cfg: PipelineConfig, # the pipeline config (`monitoring:`, `drift:`,
             client=None, # MlflowClient of the registry (default: the workspace's store)
            ) -> MonitorReport:
     "Compare a window of the prediction log with the model that answered it: drift, quality, performance, alerts."
-    from mlops_nb.registry import open_store
-    client = client or open_store(cfg.tracking, has_history=True)
+    client = client or open_registry(cfg)
     w = window or default_window(cfg)
     frame = window_frame(cfg, w, now=now)
     current = _current_version(cfg, client, frame)
@@ -401,11 +445,11 @@ def monitor(cfg: PipelineConfig, # the pipeline config (`monitoring:`, `drift:`,
                            int(frame["label"].notna().sum()) if len(frame) else 0, metric.name, facts[current].test,
                            cur["realised"], cur["estimated"], cur["estimation_error"], drift, by_version,
                            (drift_alerts(drift) if drift is not None else []) + [a for s in by_version for a in s["alerts"]],
-                           notes + _performance_notes(cur, cfg))
+                           notes + _performance_notes(cur, cfg, facts[current]))
     if log_to_mlflow: report.run_id = log_report(cfg, report, client)
     return report
 
-def _performance_notes(summary: dict, cfg: PipelineConfig) -> list[str]:
+def _performance_notes(summary: dict, cfg: PipelineConfig, facts: VersionFacts) -> list[str]:
     "Why realised or estimated performance is missing."
     m, out = cfg.monitoring, []
     if summary["realised"] is None:
@@ -414,6 +458,9 @@ def _performance_notes(summary: dict, cfg: PipelineConfig) -> list[str]:
     if summary["estimated"] is None:
         out.append("estimated performance: a regressor gives no probabilities to estimate from" if summary["rows"] >= m.min_rows
                    else f"estimated performance: {summary['rows']} rows, fewer than monitoring.min_rows={m.min_rows}")
+    if summary["estimated"] is not None and facts.calibration is None:
+        out.append(f"estimated performance: v{facts.version} was evaluated without a calibration map; its probabilities "
+                   "are taken at their word")
     return out
 
 # %% ../nbs/api/15_monitoring.ipynb #c47d24be
@@ -459,8 +506,6 @@ def log_figures(cfg: PipelineConfig, run_id: str, figures: dict) -> None:
     for name, fig in figures.items(): client.log_figure(run_id, fig, f"monitoring/{name}.png")
 
 # %% ../nbs/api/15_monitoring.ipynb #d7b41c3f
-REPORT_NOTEBOOK = "09_monitor.ipynb"  # the monitor report among the stage notebooks (not a stage of the training DAG)
-
 def report_config(config_path: str | Path | None = None, # a config file; None: opened by hand
                  ) -> PipelineConfig:
     "The report notebook's config: `config_path` as given (the command's resolved copy), else the nearest pipeline.yaml in the workspace of `MLOPS_NB_WORKSPACE`."
@@ -473,9 +518,9 @@ def report_config(config_path: str | Path | None = None, # a config file; None: 
 
 def report_notebook(cfg: PipelineConfig) -> Path:
     "The monitor notebook to execute: the project's own (`stages_dir`) when it has one, else the packaged one."
-    from mlops_nb.pipeline import packaged_stages_dir, stages_dir
-    own = stages_dir(cfg) / REPORT_NOTEBOOK
-    return own if own.is_file() else packaged_stages_dir() / REPORT_NOTEBOOK
+    from mlops_nb.pipeline import MONITOR_NOTEBOOK, packaged_stages_dir, stages_dir
+    own = stages_dir(cfg) / MONITOR_NOTEBOOK
+    return own if own.is_file() else packaged_stages_dir() / MONITOR_NOTEBOOK
 
 # %% ../nbs/api/15_monitoring.ipynb #63202ec5
 def run_report(cfg: PipelineConfig, # the pipeline config
@@ -512,6 +557,9 @@ def summary_lines(report: dict | MonitorReport) -> list[str]:
     figs = [f"{k} {_fmt((d.get(k) or {}).get(m))}" for k in ("test", "realised", "estimated")]
     err = (d.get("estimation_error") or {}).get(m)
     lines.append(f"{m}: " + ", ".join(figs) + (f", estimation error {err:+.3f}" if err is not None else ""))
+    if len(d.get("by_version", [])) > 1:
+        lines.append("by version: " + "; ".join(f"v{s['model_version']} {s['rows']} rows, realised {_fmt((s['realised'] or {}).get(m))}"
+                                                 for s in d["by_version"]))
     drift = d.get("drift") or {}
     if drift: lines.append(f"drift: {drift.get('share_drifted', 0):.0%} of features drifted")
     return lines + [f"alert [{a['kind']}] {a['reason']}" for a in d["alerts"]] + [f"note: {n}" for n in d.get("notes", [])]
@@ -543,7 +591,7 @@ def plot_performance(report: MonitorReport):
     for i, kind in enumerate(kinds):
         vals = [(s[kind] or {}).get(report.metric) for s in report.by_version]
         x = [j + (i - 1) * width for j, v in enumerate(vals) if v is not None]
-        ax.bar(x, [v for v in vals if v is not None], width, label=kind)
+        ax.bar_label(ax.bar(x, [v for v in vals if v is not None], width, label=kind), fmt="%.3f", fontsize=7)
     ax.set_xticks(range(len(report.by_version)), [f"v{s['model_version']}" for s in report.by_version])
     ax.set_ylabel(report.metric); ax.set_title(f"{report.metric}: training-time test, estimated, realised")
     ax.legend(loc="lower right", fontsize=8)

@@ -32,17 +32,17 @@ from .config import (STAGES, WORKSPACE_ENV, ConfigError, PipelineConfig, apply_o
 from .data import write_json
 
 # %% auto #0
-__all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'EXPERIMENT_TAGS', 'UNLOGGED_SUFFIXES', 'PARENT_SETTINGS', 'STAGE_KERNEL_ENV',
-           'KERNEL_FILE_PREFIX', 'RUN_LOCK', 'STOP', 'FIX_FIRST_ERRORS', 'VOLATILE_KEYS', 'SIDE_EFFECT_STAGES',
-           'WORKSPACE_KEYS', 'FIRST_READER', 'DONE', 'PROJECT_HEADER', 'Stage', 'notebook_parameters',
-           'check_stage_notebook', 'check_dag', 'packaged_stages_dir', 'stages_dir', 'describe_stages', 'new_run_id',
-           'latest_run_dir', 'find_config', 'ensure_experiment', 'StageContext', 'StageNotReady', 'quiet_stage',
-           'open_stage', 'prepare_run', 'build_summary', 'log_parent_run', 'render_html', 'IPCKernelManager',
-           'kill_stage_kernels', 'shutdown_stage_kernels', 'remove_stale_kernel_files', 'Interrupted', 'stop_signal',
-           'signals_interrupt', 'exit_code', 'run_alive', 'close_open_runs', 'reap_dead_runs', 'mark_latest',
-           'latest_resumable', 'resume_helps', 'stage_timing', 'run_stage', 'finish_stage', 'file_digest',
-           'notebook_digest', 'config_part', 'source_digest', 'stage_key', 'key_of', 'earlier_stages', 'plan_stage',
-           'run_pipeline', 'run_timing', 'init_project']
+__all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'MONITOR_NOTEBOOK', 'EXPERIMENT_TAGS', 'UNLOGGED_SUFFIXES', 'PARENT_SETTINGS',
+           'STAGE_KERNEL_ENV', 'KERNEL_FILE_PREFIX', 'RUN_LOCK', 'STOP', 'FIX_FIRST_ERRORS', 'VOLATILE_KEYS',
+           'SIDE_EFFECT_STAGES', 'WORKSPACE_KEYS', 'SERVICE_KEYS', 'FIRST_READER', 'DONE', 'PROJECT_HEADER', 'Stage',
+           'notebook_parameters', 'check_stage_notebook', 'check_dag', 'packaged_stages_dir', 'stages_dir',
+           'describe_stages', 'new_run_id', 'latest_run_dir', 'find_config', 'ensure_experiment', 'StageContext',
+           'StageNotReady', 'quiet_stage', 'open_stage', 'prepare_run', 'build_summary', 'log_parent_run',
+           'render_html', 'IPCKernelManager', 'kill_stage_kernels', 'shutdown_stage_kernels',
+           'remove_stale_kernel_files', 'Interrupted', 'stop_signal', 'signals_interrupt', 'exit_code', 'run_alive',
+           'close_open_runs', 'reap_dead_runs', 'mark_latest', 'latest_resumable', 'resume_helps', 'stage_timing',
+           'run_stage', 'finish_stage', 'file_digest', 'notebook_digest', 'config_part', 'source_digest', 'stage_key',
+           'key_of', 'earlier_stages', 'plan_stage', 'run_pipeline', 'run_timing', 'init_project']
 
 # %% ../nbs/api/10_pipeline.ipynb #aa0a1c80
 @dataclass(frozen=True)
@@ -117,6 +117,8 @@ def check_dag(dag: tuple[Stage, ...] = DAG, # the stages, in order
         made |= {f"{s.name}/{p}" for p in s.products}
 
 # %% ../nbs/api/10_pipeline.ipynb #f4559bfb
+MONITOR_NOTEBOOK = "09_monitor.ipynb"  # beside the stage notebooks but no stage of the DAG: `mlops-nb monitor` runs it on its own
+
 def packaged_stages_dir() -> Path:
     "The stage notebooks shipped with the package (`mlops_nb/stages`, package data found with `importlib.resources`)."
     d = Path(str(importlib.resources.files("mlops_nb") / "stages"))
@@ -657,6 +659,7 @@ def _select(stages: list[str] | None, cfg: PipelineConfig) -> list[Stage]:
 VOLATILE_KEYS = ("created", "seconds")  # JSON fields saying when or how long, not what: left out of an input's digest
 SIDE_EFFECT_STAGES = ("register",)  # always executed: they act on the registry (registering is idempotent per model)
 WORKSPACE_KEYS = ("stages", "stages_dir", "workspace", "tracking_uri", "artifact_location")  # where, not what
+SERVICE_KEYS = ("serving", "monitoring", "retraining")  # read by the service, the monitor and `retrain`, never by a stage: changing them reuses every stage
 FIRST_READER = {"split": "validate", "tuning": "validate", "analysis": "analyze", "features": "prepare",
                 "training": "train", "drift": "train", "gates": "evaluate", "registry": "evaluate"}  # config section → first stage reading it
 
@@ -685,7 +688,7 @@ def config_part(cfg: PipelineConfig, stage: str) -> dict:
     "The part of the resolved config `stage` can read: all but where things live and sections only later stages read."
     order = list(STAGE)
     d = cfg.model_dump(mode="json")
-    d = {k: v for k, v in d.items() if k not in WORKSPACE_KEYS and order.index(FIRST_READER.get(k, order[0])) <= order.index(stage)}
+    d = {k: v for k, v in d.items() if k not in WORKSPACE_KEYS + SERVICE_KEYS and order.index(FIRST_READER.get(k, order[0])) <= order.index(stage)}
     if "tuning" in d: d["tuning"].pop("storage", None)
     if cfg.data.path: d["data"]["path"] = str(cfg.path(cfg.data.path))
     return d
