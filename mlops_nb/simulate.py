@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -241,7 +242,8 @@ def _f(v, fmt=".3f") -> str: return "—" if v is None else format(v, fmt)
 
 def timeline_lines(result: dict) -> list[str]:
     "The simulation's timeline in words: one line per day, its events indented below it."
-    out = [f"simulated {len(result['days'])} days of {result['scenario'] or 'no drift'}"
+    n = len(result["days"])
+    out = [f"simulated {n} day{'s' if n != 1 else ''} of {result['scenario'] or 'no drift'}"
            + (f" from day {result['onset_day']}" if result["onset_day"] else "") + f"; metric {result['metric']}"]
     out.append(f"{'day':>4} {'rows':>5} {'drifted':>8} {'estimated':>9} {'realised':>8}  model")
     for d in result["days"]:
@@ -306,7 +308,9 @@ def _champion(cfg: PipelineConfig, echo: Callable[[str], None]):
     facts = champion_facts(cfg)
     if facts is not None: return facts
     echo("no champion yet: running the pipeline first")
-    summary = run_pipeline(cfg, echo=lambda s: echo("  " + s))
+    with warnings.catch_warnings():  # MLflow's hint on integer columns, when the run logs its snapshot as a dataset
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        summary = run_pipeline(cfg, echo=lambda s: echo("  " + s))
     facts = champion_facts(cfg)
     if facts is None: raise RuntimeError(f"the pipeline run {summary['run_id']} registered no champion ({summary['status']}); "
                                          f"see {summary['run_dir']}")
