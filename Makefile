@@ -1,5 +1,6 @@
 # Two commands for a newcomer on a fresh machine:
-#   make run   — set up .venv from nothing and run the whole pipeline on the built-in demo data
+#   make run   — set up .venv from nothing, run the whole pipeline on the built-in demo data, then three simulated days
+#                of production: serving, drift, delayed labels, monitoring, re-training and promotion through the gates
 #   make test  — set up if needed, then every test (nbdev sync, notebook tests, pytest, docs processing)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -22,6 +23,7 @@ $(STAMP): pyproject.toml
 
 run: setup
 	$(BIN)/mlops-nb run --config pipeline.yaml
+	$(BIN)/mlops-nb simulate --config pipeline.yaml --days 3 --scenario concept_drift --drift-day 2 --rows-per-day 1000 --label-delay 0
 
 test: setup sync-check docs test-nbs test-py
 

@@ -17,7 +17,8 @@ from .config import WORKSPACE_ENV, ConfigError, PipelineConfig, load_config, qui
 
 # %% auto #0
 __all__ = ['app', 'UI_PORT', 'export_app', 'run', 'ui_url', 'ui_hint', 'init', 'validate', 'promote', 'rollback', 'models',
-           'serve', 'predict', 'predictions', 'drift', 'monitor', 'export_airflow_command', 'export_kubeflow_command']
+           'serve', 'predict', 'predictions', 'drift', 'retrain', 'simulate', 'monitor', 'export_airflow_command',
+           'export_kubeflow_command']
 
 # %% ../nbs/api/11_cli.ipynb #7b513604
 app = typer.Typer(help="Notebook-first MLOps: run the pipeline, validate data, manage the model registry.",
@@ -348,6 +349,63 @@ def drift(reference: Path = typer.Option(..., "--reference", help="a saved refer
     if as_json: _print_json(report.to_dict())
     else: typer.echo(_drift_text(report))
     raise typer.Exit(0)
+
+# %% ../nbs/api/11_cli.ipynb #012fe2d2
+def _decision_lines(d: dict) -> list[str]:
+    "A decision for a terminal: what was done and why, then each policy's verdict."
+    head = {"none": "no re-training", "wait": "policy fired: waiting for labels", "retrain": "re-trained",
+            "no-champion": "nothing to re-train"}[d["action"]]
+    why = "no policy fired" if d["action"] == "none" else d["reason"]  # the policies' own lines follow
+    return [f"{head}: {why}", *(f"  {'FIRED' if p['fired'] else 'quiet':<6} {p['policy']:<12} {p['reason']}" for p in d["policies"])]
+
+@app.command()
+def retrain(since: Optional[str] = typer.Option(None, "--since", help="window start: ISO time (UTC without an offset)"),
+            until: Optional[str] = typer.Option(None, "--until", help="window end: ISO time"),
+            last: Optional[str] = typer.Option(None, "--last", help="the last this long: 30m, 12h, 1d, 2w"),
+            rows: Optional[int] = typer.Option(None, "--rows", help="at most this many rows, the latest"),
+            dry_run: bool = typer.Option(False, "--dry-run", help="decide and record, but do not re-train"),
+            config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline.yaml (default ./pipeline.yaml)"),
+            workspace: Optional[Path] = _workspace_option(),
+            param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value (repeatable)"),
+            as_json: bool = typer.Option(False, "--json", help="print the decision as JSON on stdout")):
+    "Judge a window of the prediction log with the re-training policies; re-train when one fires, and let the gates decide."
+    from mlops_nb.pipeline import quiet_stage
+    from mlops_nb.retraining import retrain as _retrain
+    quiet_stage()
+    cfg = _config(config, param, workspace=workspace)
+    window = _window(since, until, last, rows)
+    client = _registry_client(cfg)
+    if (nothing := _nothing_registered(cfg, client)): _fail(f"{nothing}; nothing to re-train", 1)
+    try: d = _retrain(cfg, window=window, run=not dry_run, client=client).to_dict()
+    except (ValueError, FileNotFoundError) as e: _fail(" ".join(str(e).split()), 1)
+    if as_json: _print_json(d)
+    else: typer.echo("\n".join(_decision_lines(d)))
+    if d["action"] == "retrain" and d["promoted"] is False and "failed at" in d["reason"]: raise typer.Exit(1)
+
+# %% ../nbs/api/11_cli.ipynb #7f1c1679
+@app.command()
+def simulate(days: int = typer.Option(10, "--days", help="simulated days"),
+             scenario: Optional[str] = typer.Option(None, "--scenario", help="covariate_shift, new_category, concept_drift or quality_incident; none: no drift"),
+             drift_day: Optional[int] = typer.Option(None, "--drift-day", help="the day the scenario starts (default: the middle day)"),
+             rows_per_day: int = typer.Option(300, "--rows-per-day", help="requests a day"),
+             label_delay: int = typer.Option(1, "--label-delay", help="labels of a day arrive this many days later"),
+             seed: Optional[int] = typer.Option(None, "--seed", help="traffic seed (default: the config's seed + 1)"),
+             config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline.yaml (default ./pipeline.yaml)"),
+             workspace: Optional[Path] = _workspace_option(),
+             param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value (repeatable)"),
+             as_json: bool = typer.Option(False, "--json", help="print the timeline as JSON on stdout")):
+    "Replay days of demo traffic through the real service: drift, delayed labels, daily monitoring, re-training through the gates."
+    from mlops_nb.pipeline import quiet_stage
+    from mlops_nb.simulate import check_arguments, simulate as _simulate, timeline_lines
+    quiet_stage()
+    cfg = _config(config, param, workspace=workspace)
+    try: check_arguments(days, scenario, drift_day, rows_per_day, label_delay)
+    except ValueError as e: _fail(str(e))
+    try: result = _simulate(cfg, days, scenario, drift_day, rows_per_day, label_delay, seed, echo=lambda s: typer.echo(s, err=True))
+    except Exception as e: _fail(f"the simulation stopped: {type(e).__name__}: {' '.join(str(e).split())}", 1)
+    if as_json: return _print_json(result)
+    typer.echo("\n".join(timeline_lines(result)))
+    typer.echo(f"plot: {result['plot']}")
 
 # %% ../nbs/api/11_cli.ipynb #8d1b197a
 def _window(since: Optional[str], until: Optional[str], last: Optional[str], rows: Optional[int]):

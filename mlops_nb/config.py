@@ -15,12 +15,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['Scenario', 'Family', 'Sensitive', 'NumericTest', 'CategoricalTest', 'DRIFT_THRESHOLDS', 'DURATION_PATTERN', 'Task',
-           'STAGES', 'NAME_PATTERN', 'WORKSPACE_ENV', 'DemoConfig', 'DataConfig', 'SplitConfig', 'ValidationConfig',
-           'AnalysisConfig', 'FeaturesConfig', 'TuningConfig', 'TrainingConfig', 'Bound', 'ChampionGate', 'GatesConfig',
-           'RegistryConfig', 'ServingConfig', 'DriftConfig', 'MonitoringConfig', 'PipelineConfig', 'ConfigError',
-           'validate_config', 'apply_overrides', 'data_overrides', 'name_from_path', 'load_config', 'dump_config',
-           'quiet_mlflow', 'config_reference']
+__all__ = ['Scenario', 'Family', 'Sensitive', 'NumericTest', 'CategoricalTest', 'DRIFT_THRESHOLDS', 'DURATION_PATTERN',
+           'RetrainWindow', 'Task', 'STAGES', 'NAME_PATTERN', 'WORKSPACE_ENV', 'DemoConfig', 'DataConfig',
+           'SplitConfig', 'ValidationConfig', 'AnalysisConfig', 'FeaturesConfig', 'TuningConfig', 'TrainingConfig',
+           'Bound', 'ChampionGate', 'GatesConfig', 'RegistryConfig', 'ServingConfig', 'DriftConfig', 'MonitoringConfig',
+           'RetrainingConfig', 'PipelineConfig', 'ConfigError', 'validate_config', 'apply_overrides', 'data_overrides',
+           'name_from_path', 'load_config', 'dump_config', 'quiet_mlflow', 'config_reference']
 
 # %% ../nbs/api/00_config.ipynb #bf4efb1d
 def _one_item_lists(model: type[BaseModel], data):
@@ -272,6 +272,37 @@ class MonitoringConfig(_Section):
     experiment: str | None = Field(None,
         description="MLflow experiment of the monitoring runs (one run per window); default `<name>-monitoring`")
 
+# %% ../nbs/api/00_config.ipynb #8652cb44
+RetrainWindow = Literal["sliding", "reference+recent"]
+
+class RetrainingConfig(_Section):
+    "When `mlops-nb retrain` re-trains the champion (policies), on which rows (the window) and at what cost (tuning)."
+    drift: bool = Field(True, description="fire when the monitored window drifted (see `drift_share`, `drift_features`)")
+    drift_share: float | None = Field(0.3, gt=0, le=1,
+        description="fire when at least this share of the features drifted; null: the drift report's verdict (`drift.share`)")
+    drift_features: list[str] = Field([], description="fire when any of these features drifted, whatever the share")
+    performance: Literal["realised", "estimated", "either", "none"] = Field("either",
+        description="fire on the monitor's performance alert (a drop beyond `monitoring.max_drop`): realised on "
+                    "labelled rows, estimated from the probabilities before labels, either, or `none` (never)")
+    max_age_days: float | None = Field(None, gt=0, description="schedule: fire when the champion is older than this; null: off")
+    new_labels: int | None = Field(None, ge=1,
+        description="volume: fire when this many labelled rows arrived since the champion was promoted; null: off")
+    min_new_labels: int = Field(500, ge=0,
+        description="a fired policy re-trains only once this many labelled rows were logged since it first fired (or "
+                    "since the last attempt): a model cannot learn a new regime before its labels arrive")
+    window: RetrainWindow = Field("sliding",
+        description="training rows: `sliding` (the newest `window_rows`/`window_days` of the champion's training rows "
+                    "and the labelled log rows) or `reference+recent` (all of both)")
+    window_rows: int | None = Field(2000, ge=100, description="`sliding`: at most this many newest rows")
+    window_days: float | None = Field(None, gt=0, description="`sliding`: only rows of the last this many days (of the time column)")
+    context: DataConfig | None = Field(None,
+        description="the system of record joined to logged rows by id (request id = `id_column`) for what the log "
+                    "lacks: protected attributes, fields hashed or dropped from the log")
+    tuning: Literal["reuse", "search"] = Field("reuse",
+        description="`reuse`: the champion's family and hyper-parameters, refitted (cheap); `search`: a new search of "
+                    "`n_trials` trials")
+    n_trials: int = Field(6, ge=1, description="`search`: the trial budget of a re-training's search")
+
 # %% ../nbs/api/00_config.ipynb #60bb0b66
 Task = Literal["binary", "multiclass", "regression"]
 STAGES = ("gather", "validate", "analyze", "prepare", "tune", "train", "evaluate", "register")
@@ -310,6 +341,7 @@ class PipelineConfig(_Section):
     serving: ServingConfig = Field(ServingConfig(), description="the prediction service and its log")
     drift: DriftConfig = Field(DriftConfig(), description="drift statistics: tests, thresholds, the reference kept with the model")
     monitoring: MonitoringConfig = Field(MonitoringConfig(), description="drift, quality and performance monitoring of the prediction log")
+    retraining: RetrainingConfig = Field(RetrainingConfig(), description="when and how `mlops-nb retrain` re-trains")
     base_dir: str = Field(".", exclude=True, description="folder relative paths are resolved against (set by the loader)")
 
     @field_validator("stages")

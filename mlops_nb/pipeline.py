@@ -770,7 +770,7 @@ def _select(stages: list[str] | None, cfg: PipelineConfig) -> list[Stage]:
 VOLATILE_KEYS = ("created", "seconds")  # JSON fields saying when or how long, not what: left out of an input's digest
 SIDE_EFFECT_STAGES = ("register",)  # always executed: they act on the registry (registering is idempotent per model)
 WORKSPACE_KEYS = ("stages", "stages_dir", "workspace", "tracking_uri", "artifact_location")  # where, not what
-SERVICE_KEYS = ("serving", "monitoring")  # read by the service and the monitor, never by a stage: changing them reuses every stage
+SERVICE_KEYS = ("serving", "monitoring", "retraining")  # read by the service, the monitor and `retrain`, never by a stage: changing them reuses every stage
 FIRST_READER = {"split": "validate", "tuning": "validate", "analysis": "analyze", "features": "prepare",
                 "training": "train", "drift": "train", "gates": "evaluate", "registry": "evaluate"}  # config section → first stage reading it
 
