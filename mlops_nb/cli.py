@@ -17,7 +17,7 @@ from .config import WORKSPACE_ENV, ConfigError, PipelineConfig, load_config, qui
 
 # %% auto #0
 __all__ = ['app', 'UI_PORT', 'export_app', 'run', 'ui_url', 'ui_hint', 'init', 'validate', 'promote', 'rollback', 'models',
-           'serve', 'predict', 'predictions', 'drift', 'retrain', 'simulate', 'monitor', 'export_airflow_command',
+           'serve', 'predict', 'predictions', 'drift', 'monitor', 'retrain', 'simulate', 'export_airflow_command',
            'export_kubeflow_command']
 
 # %% ../nbs/api/11_cli.ipynb #7b513604
@@ -350,6 +350,39 @@ def drift(reference: Path = typer.Option(..., "--reference", help="a saved refer
     else: typer.echo(_drift_text(report))
     raise typer.Exit(0)
 
+# %% ../nbs/api/11_cli.ipynb #8d1b197a
+def _window(since: Optional[str], until: Optional[str], last: Optional[str], rows: Optional[int]):
+    "The `Window` of the options, None when none is given; a contradiction or a bad value exits 2."
+    from mlops_nb.monitoring import Window
+    if all(v is None for v in (since, until, last, rows)): return None
+    try: return Window(since, until, last, rows)
+    except ValueError as e: _fail(str(e))
+
+@app.command()
+def monitor(since: Optional[str] = typer.Option(None, "--since", help="window start: ISO time (UTC without an offset) or Unix seconds"),
+            until: Optional[str] = typer.Option(None, "--until", help="window end: ISO time or Unix seconds"),
+            last: Optional[str] = typer.Option(None, "--last", help="the last this long: 30m, 12h, 1d, 2w"),
+            rows: Optional[int] = typer.Option(None, "--rows", help="at most this many rows, the latest"),
+            config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline.yaml (default ./pipeline.yaml)"),
+            workspace: Optional[Path] = _workspace_option(),
+            param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value (repeatable)"),
+            as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout")):
+    "Monitor a window of the prediction log: drift, data quality, realised and estimated performance, alerts."
+    from mlops_nb.monitoring import run_report, summary_lines
+    cfg = _config(config, param, workspace=workspace)
+    window = _window(since, until, last, rows)
+    client = _registry_client(cfg)
+    if (nothing := _nothing_registered(cfg, client)): _fail(f"{nothing}; nothing to monitor", 1)
+    try: out = run_report(cfg, window)
+    except Exception as e: _fail(f"the monitor report failed: {getattr(e, 'ename', type(e).__name__)}: "
+                                 f"{getattr(e, 'evalue', e)}; see {cfg.workspace_path / 'monitoring'}", 1)
+    rep = out["report"]
+    if as_json: return _print_json(rep)
+    if not rep["rows"]:
+        return typer.echo(f"no production rows of '{cfg.model_name}' in {rep['window']['description']} of the prediction log")
+    typer.echo("\n".join(summary_lines(rep)))
+    typer.echo(f"report: {out['html']}", err=True)
+
 # %% ../nbs/api/11_cli.ipynb #012fe2d2
 def _decision_lines(d: dict) -> list[str]:
     "A decision for a terminal: what was done and why, then each policy's verdict."
@@ -406,39 +439,6 @@ def simulate(days: int = typer.Option(10, "--days", help="simulated days"),
     if as_json: return _print_json(result)
     typer.echo("\n".join(timeline_lines(result)))
     typer.echo(f"plot: {result['plot']}")
-
-# %% ../nbs/api/11_cli.ipynb #8d1b197a
-def _window(since: Optional[str], until: Optional[str], last: Optional[str], rows: Optional[int]):
-    "The `Window` of the options, None when none is given; a contradiction or a bad value exits 2."
-    from mlops_nb.monitoring import Window
-    if all(v is None for v in (since, until, last, rows)): return None
-    try: return Window(since, until, last, rows)
-    except ValueError as e: _fail(str(e))
-
-@app.command()
-def monitor(since: Optional[str] = typer.Option(None, "--since", help="window start: ISO time (UTC without an offset) or Unix seconds"),
-            until: Optional[str] = typer.Option(None, "--until", help="window end: ISO time or Unix seconds"),
-            last: Optional[str] = typer.Option(None, "--last", help="the last this long: 30m, 12h, 1d, 2w"),
-            rows: Optional[int] = typer.Option(None, "--rows", help="at most this many rows, the latest"),
-            config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline.yaml (default ./pipeline.yaml)"),
-            workspace: Optional[Path] = _workspace_option(),
-            param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value (repeatable)"),
-            as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout")):
-    "Monitor a window of the prediction log: drift, data quality, realised and estimated performance, alerts."
-    from mlops_nb.monitoring import run_report, summary_lines
-    cfg = _config(config, param, workspace=workspace)
-    window = _window(since, until, last, rows)
-    client = _registry_client(cfg)
-    if (nothing := _nothing_registered(cfg, client)): _fail(f"{nothing}; nothing to monitor", 1)
-    try: out = run_report(cfg, window)
-    except Exception as e: _fail(f"the monitor report failed: {getattr(e, 'ename', type(e).__name__)}: "
-                                 f"{getattr(e, 'evalue', e)}; see {cfg.workspace_path / 'monitoring'}", 1)
-    rep = out["report"]
-    if as_json: return _print_json(rep)
-    if not rep["rows"]:
-        return typer.echo(f"no production rows of '{cfg.model_name}' in {rep['window']['description']} of the prediction log")
-    typer.echo("\n".join(summary_lines(rep)))
-    typer.echo(f"report: {out['html']}", err=True)
 
 # %% ../nbs/api/11_cli.ipynb #b27e0275
 export_app = typer.Typer(help="Write the pipeline as an Airflow DAG or a Kubeflow pipeline whose tasks run `mlops-nb run`.",
