@@ -170,7 +170,7 @@ def expected_roc_auc(score: np.ndarray, # the model's scores of the positive cla
 def calibrate(score: np.ndarray, # probabilities as the model gave them
               calibration: dict | None, # `{score, rate}` knots (`evaluation.calibration_map` of the test rows); None: trusted as they are
              ) -> np.ndarray:
-    "The observed rate that goes with each probability, read off the test rows' isotonic map."
+    "The observed rate that goes with each probability, read off the test rows' calibration map."
     s = np.asarray(score, dtype=float)
     return s if not calibration else np.interp(s, calibration["score"], calibration["rate"])
 
@@ -200,7 +200,7 @@ def estimate_metrics(proba, # rows × classes probabilities, columns in `classes
                      task: str, # binary, multiclass or regression
                      positive=None, # the positive class (binary)
                      threshold: float = 0.5, # binary decision threshold
-                     calibration: dict | None = None, # the test rows' isotonic map (`evaluation.calibration_map`); None: probabilities as given
+                     calibration: dict | None = None, # the test rows' calibration map (`evaluation.calibration_map`); None: probabilities as given
                     ) -> dict[str, float | None] | None:
     "Metrics expected from the probabilities before any label (CBPE); None for regression or no rows."
     p = np.asarray(proba, dtype=float)
@@ -274,7 +274,7 @@ class VersionFacts:
     schema: DataSchema
     test: dict
     reference: Any = None  # `mlops_nb.drift.Reference`, None for a version trained without one
-    calibration: dict | None = None  # the test rows' isotonic calibration map (`evaluation.calibration_map`), if evaluated with one
+    calibration: dict | None = None  # the test rows' calibration map (`evaluation.calibration_map`), if evaluated with one
 
 def version_facts(client, # MlflowClient of the registry
                   name: str, # registered model name

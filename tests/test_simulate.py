@@ -18,9 +18,9 @@ SIM = ["data.demo.rows=3000", "tuning.families=[linear]", "tuning.search_spaces=
 QUIET = ["retraining.drift=false", "retraining.performance=none"]  # detection only: the policies never fire
 MAX_FEATURE_DAY_ALERTS = 0.05  # the no-drift control: at most this share of feature-days alert
 # |estimated - realised| ROC AUC per day, mean over the control (300 rows a day: a day's realised figure alone has a
-# sampling sd of ~0.03). Measured: 0.026 with the probabilities as they are; 0.053, all of it bias (estimates high), since
-# the monitor reads them through the test rows' isotonic map (600 test rows in this profile).
-MAX_ESTIMATE_ERROR = 0.06
+# sampling sd of ~0.03, so this bound is mostly that noise). Measured with an isotonic calibration map of the 600 test
+# rows: 0.053, all of it bias (estimates high); with the logistic map `evaluate` now fits: see the printed figure.
+MAX_ESTIMATE_ERROR = 0.05
 RECOVERY = 0.05  # after the re-trained model is promoted, realised ROC AUC within this of the pre-drift level
 SCENARIO_FEATURES = {"covariate_shift": {"age", "income", "loan_amount", "credit_score", "channel"},
                      "new_category": {"purpose"}, "quality_incident": {"income", "credit_score"}}
@@ -59,6 +59,7 @@ def test_no_drift_control(champion, tmp_path):
     assert share <= MAX_FEATURE_DAY_ALERTS, share
     errors = [abs(d["estimated_metric"] - d["metric"]) for d in days if d["metric"] is not None and d["estimated_metric"] is not None]
     assert len(errors) == 30
+    print(f"no-drift control: mean |estimated - realised| ROC AUC {sum(errors) / len(errors):.3f} over {len(errors)} days")
     assert sum(errors) / len(errors) <= MAX_ESTIMATE_ERROR, errors
     assert not [e for e in out["events"] if e["kind"] != "alert"], out["events"]
     assert Path(out["plot"]).stat().st_size > 10_000
