@@ -36,10 +36,10 @@ from .data import write_json
 __all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'MONITOR_NOTEBOOK', 'EXPERIMENT_TAGS', 'UNLOGGED_SUFFIXES', 'PARENT_SETTINGS',
            'STAGE_KERNEL_ENV', 'KERNEL_FILE_PREFIX', 'RUN_LOCK', 'STOP', 'WARM_TIMEOUT_S', 'WARM_ALWAYS', 'STOPPING',
            'FIX_FIRST_ERRORS', 'VOLATILE_KEYS', 'SIDE_EFFECT_STAGES', 'WORKSPACE_KEYS', 'SERVICE_KEYS', 'FIRST_READER',
-           'DONE', 'PROJECT_HEADER', 'Stage', 'notebook_parameters', 'check_stage_notebook', 'check_dag',
-           'packaged_stages_dir', 'stages_dir', 'describe_stages', 'new_run_id', 'latest_run_dir', 'find_config',
-           'ensure_experiment', 'StageContext', 'StageNotReady', 'quiet_stage', 'open_stage', 'prepare_run',
-           'build_summary', 'log_parent_run', 'render_html', 'IPCKernelManager', 'kill_stage_kernels',
+           'DONE', 'SPARES_AHEAD', 'PROJECT_HEADER', 'Stage', 'notebook_parameters', 'check_stage_notebook',
+           'check_dag', 'packaged_stages_dir', 'stages_dir', 'describe_stages', 'new_run_id', 'latest_run_dir',
+           'find_config', 'ensure_experiment', 'StageContext', 'StageNotReady', 'quiet_stage', 'open_stage',
+           'prepare_run', 'build_summary', 'log_parent_run', 'render_html', 'IPCKernelManager', 'kill_stage_kernels',
            'shutdown_stage_kernels', 'remove_stale_kernel_files', 'Interrupted', 'stop_signal', 'signals_interrupt',
            'exit_code', 'run_alive', 'notebook_modules', 'SpareKernel', 'stop_kernel', 'join_stopping',
            'close_open_runs', 'reap_dead_runs', 'mark_latest', 'latest_resumable', 'resume_helps', 'stage_timing',
@@ -560,9 +560,10 @@ class SpareKernel:
     "A stage kernel started ahead, importing the next stage notebook's modules while the current stage runs."
     def __init__(self, cwd: str | Path, # where the kernel runs (the run folder, as for papermill's own kernels)
                  modules: list[str], # modules to import ahead (`notebook_modules` of the stage it is for)
+                 stage: str | None = None, # the stage it was started for (any stage may use it)
                 ):
         from jupyter_client.utils import run_sync
-        self.km = IPCKernelManager(kernel_name="python3")
+        self.km, self.stage = IPCKernelManager(kernel_name="python3"), stage
         IPCKernelManager.spares.add(self.km)  # before it starts: a signal from now on kills it too
         run_sync(self.km.start_kernel)(cwd=str(cwd))  # only launches the process; it boots while the stage runs
         self.warm = threading.Thread(target=self._warm, args=(modules,), name="mlops-nb-warm", daemon=True)
@@ -1034,10 +1035,15 @@ def run_timing(records: list[dict]) -> dict:
 
 def _timing_text(t: dict) -> str: return ", ".join(f"{k} {v:.2f}s" for k, v in t.items())
 
-def _spare_after(todo: list[Stage], i: int, skip, run_dir: Path, nb_dir: Path) -> SpareKernel | None:
-    "A spare kernel for the first stage after the `i` first of `todo` that may execute, importing what its notebook does."
-    nxt = next((s for s in todo[i:] if s.name not in skip), None)
-    return None if nxt is None else SpareKernel(run_dir, [*notebook_modules(nb_dir / nxt.notebook), *WARM_ALWAYS])
+SPARES_AHEAD = 1  # kernels warming at once for the stages to come (2 measured no faster on 2 cores: imports are CPU-bound)
+
+def _top_up(spares: list, todo: list[Stage], i: int, skip, run_dir: Path, nb_dir: Path) -> None:
+    "Start spare kernels for the stages after the `i` first of `todo` that may execute, until `SPARES_AHEAD` are warming."
+    planned = {sp.stage for sp in spares}
+    for s in todo[i:]:
+        if len(spares) >= SPARES_AHEAD: return
+        if s.name in skip or s.name in planned: continue
+        spares.append(SpareKernel(run_dir, [*notebook_modules(nb_dir / s.notebook), *WARM_ALWAYS], s.name))
 
 def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, base=None, upstream=None,
          forced=frozenset(), cache=True) -> dict:
@@ -1065,9 +1071,9 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, 
     todo = DAG[:DAG.index(chosen[-1]) + 1]
     here = {s.name: run_dir for s in todo}  # every upstream product is in this run's folder by the time it is read
     reports, unreported = ThreadPoolExecutor(1, thread_name_prefix="mlops-nb-report"), {}  # HTML rendered off the critical path
-    spare = None  # the next stage's kernel, started and importing while the runner works (kernel start off the critical path)
+    spares = []  # the next stages' kernels, started and importing while the runner works (kernel start off the critical path)
     try:
-        spare = _spare_after(todo, 0, {**done, **upstream}, run_dir, nb_dir)
+        _top_up(spares, todo, 0, {**done, **upstream}, run_dir, nb_dir)
         for i, stage in enumerate(todo, 1):
             n = f"[{i}/{len(todo)}] {stage.name:<9}"
             if stage.name in done:
@@ -1085,8 +1091,8 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, 
                 echo(f"{n} cached: {plan['why']}"); summarise("running"); continue
             echo(f"{n} running… ({plan['why']})")
             _log_line(run_dir, f"start {stage.name} ({plan['why']})")
-            km = spare.take() if spare else None
-            spare = _spare_after(todo, i, {**done, **upstream}, run_dir, nb_dir)  # a reused stage leaves it to the next
+            km = spares.pop(0).take() if spares else None  # any warm kernel serves: a reused stage leaves its own to the next
+            _top_up(spares, todo, i, {**done, **upstream}, run_dir, nb_dir)
             rec = run_stage(stage, cfg, run_dir, client, exp_id, parent_id, nb_dir, reports, km)
             unreported[stage.name] = (rec, rec.pop("_pending"))
             rec.update({"why": plan["why"],
