@@ -16,7 +16,7 @@ import typer
 from .config import WORKSPACE_ENV, ConfigError, PipelineConfig, load_config
 
 # %% auto #0
-__all__ = ['app', 'run', 'init', 'validate', 'promote', 'rollback', 'models', 'serve', 'predict', 'predictions']
+__all__ = ['app', 'run', 'init', 'validate', 'promote', 'rollback', 'models', 'serve', 'predict', 'predictions', 'doctor']
 
 # %% ../nbs/api/11_cli.ipynb #7b513604
 app = typer.Typer(help="Notebook-first MLOps: run the pipeline, validate data, manage the model registry.",
@@ -33,6 +33,8 @@ def _fail(msg: str, code: int = 2):
 def _config(config: Optional[Path], params: list[str], data: Optional[Path] = None, target: Optional[str] = None,
             workspace: Optional[Path] = None) -> PipelineConfig:
     "Load the configuration the CLI way; a bad config or a missing `--data` file exits with code 2, creating nothing."
+    from mlops_nb.registry import quiet_mlflow
+    quiet_mlflow()  # every command: standard output carries only what the command says
     if config is None and data is None and Path("pipeline.yaml").is_file(): config = Path("pipeline.yaml")
     if workspace is not None: params = [f"workspace={Path(workspace).resolve()}", *params]
     try: cfg = load_config(config, params, data=data, target=target)
@@ -61,6 +63,8 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipe
     from mlops_nb.pipeline import exit_code, latest_resumable, run_pipeline
     from mlops_nb.registry import StoreError
     cfg = _config(config, param, data, target, workspace)
+    from mlops_nb.stores import stores_line
+    typer.echo(stores_line(cfg), err=True)
     run_id = None
     if resume:
         run_id = resume
@@ -305,3 +309,22 @@ def predictions(config: Optional[Path] = typer.Option(None, "--config", "-c", he
     if as_json: sys.stdout.write(df.to_json(orient="records", date_format="iso") + "\n")
     else: typer.echo(f"{len(df)} predictions" + (f" -> {output}" if output else "") +
                      (f"; {df.label.notna().sum()} with feedback" if len(df) else ""), err=True)
+
+# %% ../nbs/api/11_cli.ipynb #c7009106
+@app.command()
+def doctor(config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline.yaml (default ./pipeline.yaml)"),
+           workspace: Optional[Path] = _workspace_option(),
+           param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value (repeatable)"),
+           timeout: float = typer.Option(5.0, "--timeout", min=0.1, help="seconds each store has to answer"),
+           as_json: bool = typer.Option(False, "--json", help="print the checks as JSON on stdout")):
+    "Say which stores the project uses and whether each answers: exit 0 when all do, 1 otherwise."
+    from mlops_nb.stores import check_stores
+    cfg = _config(config, param, workspace=workspace)
+    checks = check_stores(cfg, timeout)
+    if as_json: _print_json({"ok": all(c["ok"] for c in checks), "stores": checks})
+    else:
+        for c in checks:
+            where = "workspace" if c["embedded"] else "shared"
+            state = f"ok ({c['seconds'] * 1000:.0f} ms)" if c["ok"] else f"DOES NOT ANSWER: {c['error']}"
+            typer.echo(f"{c['role']:<11} {c['engine']:<13} {where:<9} {c['url']}  {state}")
+    raise typer.Exit(0 if all(c["ok"] for c in checks) else 1)

@@ -283,7 +283,8 @@ class _NoShutdownInterrupt(logging.Filter):
 def quiet_stage() -> None:
     "Keep a stage's outputs to what the project says, however it runs: no progress-widget warnings, no MLflow INFO lines."
     warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a kernel without ipywidgets
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # read by MLflow at each download
+    from mlops_nb.registry import quiet_mlflow
+    quiet_mlflow()  # no progress bars, no "View run at" links from a tracking server
     os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"  # "Creating initial MLflow database tables…": read when mlflow is imported,
     for name in ("mlflow", "alembic"): logging.getLogger(name).setLevel(logging.WARNING)  # ... and set here if it already was
     logging.getLogger("IPKernelApp").addFilter(_NoShutdownInterrupt())
