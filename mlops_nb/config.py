@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = ['Scenario', 'Family', 'Sensitive', 'Task', 'STAGES', 'NAME_PATTERN', 'WORKSPACE_ENV', 'DemoConfig', 'DataConfig',
            'SplitConfig', 'ValidationConfig', 'AnalysisConfig', 'FeaturesConfig', 'TuningConfig', 'TrainingConfig',
            'Bound', 'ChampionGate', 'GatesConfig', 'RegistryConfig', 'ServingConfig', 'PipelineConfig', 'ConfigError',
-           'validate_config', 'apply_overrides', 'data_overrides', 'name_from_path', 'load_config', 'dump_config',
-           'config_reference']
+           'validate_config', 'apply_overrides', 'data_overrides', 'name_from_path', 'load_config', 'safe_url',
+           'dump_config', 'config_reference']
 
 # %% ../nbs/api/00_config.ipynb #bf4efb1d
 def _one_item_lists(model: type[BaseModel], data):
@@ -131,16 +131,17 @@ class TuningConfig(_Section):
         description="objective; default `roc_auc` (binary), `log_loss` (multiclass), `rmse` (regression)")
     n_trials: int = Field(12, ge=1, description="trial budget")
     timeout_s: float | None = Field(300, gt=0, description="time budget in seconds")
-    workers: int = Field(1, ge=1,
-        description="parallel trials sharing one study; with more than 1 the trial order depends on timing, so "
-                    "results are only reproducible with 1")
+    workers: int = Field(1, ge=0,
+        description="parallel trials the `tune` stage runs itself; with more than 1 the trial order depends on timing, "
+                    "so results are only reproducible with 1; 0 leaves every trial to `mlops-nb tune-worker` processes")
     cv_folds: int = Field(3, ge=2, description="cross-validation folds; each fold reports to the pruner")
     pruner: Literal["median", "hyperband", "none"] = Field("median", description="Optuna pruner")
     pruner_startup_trials: int = Field(3, ge=0,
         description="the median pruner stops no trial until this many trials have completed (their folds are the "
                     "yardstick); raise it when early trials are unrepresentative")
     storage: str | None = Field(None,
-        description="Optuna storage URL; default SQLite in the workspace (`MLOPS_NB_OPTUNA_STORAGE` overrides)")
+        description="Optuna storage URL; default SQLite in the workspace (`MLOPS_NB_OPTUNA_STORAGE` overrides); once "
+                    "set, the study is shared: `mlops-nb tune-worker` processes on any machine join it")
     search_spaces: dict[str, dict[str, Any]] = Field({},
         description="per family, parameter → `{low, high, log}` or `{choices: [...]}` replacing the default range")
 
@@ -370,6 +371,14 @@ def load_config(path: str | Path | None = None, # `pipeline.yaml`; None for defa
 
 # %% ../nbs/api/00_config.ipynb #c66628a5
 WORKSPACE_ENV = "MLOPS_NB_WORKSPACE"  # one workspace for every command of a shell session, and for stage notebooks opened by hand
+
+# %% ../nbs/api/00_config.ipynb #4336780b
+def safe_url(url: str) -> str:
+    "`url` with any password replaced by `***`, fit to print or log (the stores' URLs may carry one)."
+    import urllib.parse
+    p = urllib.parse.urlsplit(url)
+    if not p.password: return url
+    return urllib.parse.urlunsplit(p._replace(netloc=p.netloc.replace(f":{p.password}@", ":***@", 1)))
 
 # %% ../nbs/api/00_config.ipynb #09a9f5d4
 def dump_config(cfg: PipelineConfig, path: str | Path) -> Path:
