@@ -97,6 +97,9 @@ def main():
     write(args, info, len(train), rows)
 
 
+NOTES = "<!-- notes -->"
+
+
 def write(args, info, n_train, rows):
     one = [r["wall_s"] for r in rows if r["workers"] == 1]
     two = [r["wall_s"] for r in rows if r["workers"] == 2]
@@ -125,7 +128,9 @@ def write(args, info, n_train, rows):
               + f" (1 worker: ≈ {start + 100 * trial:.0f} s). Beyond that the budget, not the machines, is the limit: "
               "a worker runs at most one trial at a time, and the TPE sampler's first trials are random until "
               "`n_startup_trials`, so many workers early explore more randomly (constant liar keeps them apart).", ""]
-    Path(args.out).write_text("\n".join(lines), encoding="utf-8")
+    out = Path(args.out)
+    notes = out.read_text(encoding="utf-8").partition(NOTES)[2] if out.exists() else ""  # written by hand: kept
+    out.write_text("\n".join(lines) + (NOTES + notes if notes else ""), encoding="utf-8")
     print(f"wrote {args.out}")
 
 
