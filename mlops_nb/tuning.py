@@ -444,7 +444,8 @@ def tune(train_df: pd.DataFrame, # training rows: `schema.features` and the targ
         study.set_user_attr(k, v)
     fail_stale_trials(study, STAGE_WORKER if shared else None)  # the run's lock: the stage's own RUNNING trials are dead
     logger = _TrialLogger(parent_run_id, study_name)
-    if shared: share_study(study, train_df, schema, cfg, parent_run_id, n_trials, preprocessor)
+    if shared and (workers == 0 or (parent_run_id and preprocessor in (None, "passthrough"))):  # else workers cannot join
+        share_study(study, train_df, schema, cfg, parent_run_id, n_trials, preprocessor)
     t0, done = time.perf_counter(), len(study.get_trials(deepcopy=False, states=COUNTED))
     if n_trials > done and workers > 0:
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are summarised below, not one traceback each
