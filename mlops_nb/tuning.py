@@ -116,7 +116,8 @@ def cv_folds(y: pd.Series, task: Task, folds: int, seed: int) -> list[tuple[np.n
 
 # %% ../nbs/api/06_tuning.ipynb #b5dcb788
 HEARTBEAT_S = 2  # a running trial writes a heartbeat this often (a row update: cheap even for many workers)
-GRACE_S = 10  # a trial without a heartbeat for this long belongs to a killed or lost worker and is marked failed
+GRACE_S = 20  # a trial without a heartbeat for this long belongs to a killed or lost worker and is marked failed
+             # (long enough that a live worker starved of CPU on a loaded machine is not taken for dead)
 
 def open_storage(url: str, # `sqlite:///…`, any SQLAlchemy URL, or `journal:///path/to/file.log`
                  heartbeat: bool = False, # running trials send heartbeats (SQL storages): a dead worker's trial fails after `GRACE_S`
@@ -170,12 +171,9 @@ def make_sampler(seed: int, n_trials: int, workers: int) -> optuna.samplers.TPES
 
 STAGE_WORKER = "stage"  # the `worker` user attribute of trials the `tune` stage runs itself
 
-def fail_stale_trials(study: optuna.Study, # the study to clean
-                      worker: str | None = None, # only trials of this worker (`STAGE_WORKER`: the stage's own; None: all)
-                     ) -> int:
+def fail_stale_trials(study: optuna.Study) -> int:
     "Mark trials a dead process left RUNNING as failed, so they neither count nor guide the sampler; return how many."
-    stale = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-             if worker is None or t.user_attrs.get("worker", STAGE_WORKER) == worker]
+    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     for t in stale:
         study._storage.set_trial_user_attr(t._trial_id, "error", "the process running it stopped; the trial was run again")
         study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
@@ -190,6 +188,14 @@ def fail_dead_workers(study: optuna.Study) -> list[int]:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     return sorted(t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)) if t.number in before)
+
+
+def _optimize(study: optuna.Study, objective, **kw) -> None:
+    "`study.optimize`, going on when another process took one of this process's trials for dead (its result is refused)."
+    while True:
+        try: return study.optimize(objective, **kw)
+        except ValueError as e:
+            if "Cannot tell a FAIL trial" not in str(e): raise
 
 # %% ../nbs/api/06_tuning.ipynb #9ed22b36
 class _TrialLogger:
@@ -355,7 +361,7 @@ def fold_matrices(X: pd.DataFrame, y: pd.Series, folds: list, preprocessor) -> l
 # %% ../nbs/api/06_tuning.ipynb #2985d03c
 def _objective(data, task, metric, pos, spaces, seed, threads, logger, worker=STAGE_WORKER):
     def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", worker)  # first: a resumed stage fails its own dead trials, never a live worker's
+        trial.set_user_attr("worker", worker)  # first: a trial found dead says whose it was
         family = trial.suggest_categorical("family", list(spaces))
         params = suggest_params(trial, family, spaces[family])
         run_id, t0, scores = logger.start(trial, family, params, worker), time.perf_counter(), []
@@ -442,14 +448,15 @@ def tune(train_df: pd.DataFrame, # training rows: `schema.features` and the targ
     study.set_metric_names([s.metric.name])  # optuna-dashboard labels the objective with it, not "Objective 0"
     for k, v in {"metric": s.metric.name, "task": schema.task, "families": list(s.spaces), "cv_folds": tc.cv_folds}.items():
         study.set_user_attr(k, v)
-    fail_stale_trials(study, STAGE_WORKER if shared else None)  # the run's lock: the stage's own RUNNING trials are dead
+    if shared: fail_dead_workers(study)  # other processes may be running trials: only heartbeats tell the dead
+    else: fail_stale_trials(study)  # the run's lock: this study's RUNNING trials belong to a dead process
     logger = _TrialLogger(parent_run_id, study_name)
     if shared and (workers == 0 or (parent_run_id and preprocessor in (None, "passthrough"))):  # else workers cannot join
         share_study(study, train_df, schema, cfg, parent_run_id, n_trials, preprocessor)
     t0, done = time.perf_counter(), len(study.get_trials(deepcopy=False, states=COUNTED))
     if n_trials > done and workers > 0:
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are summarised below, not one traceback each
-        study.optimize(_objective(s.data(), schema.task, s.metric, schema.positive_label, s.spaces, cfg.seed, threads, logger),
+        _optimize(study, _objective(s.data(), schema.task, s.metric, schema.positive_label, s.spaces, cfg.seed, threads, logger),
                        n_trials=n_trials - done, timeout=timeout_s, n_jobs=workers, catch=(Exception,),
                        callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=COUNTED)])
     if shared: wait_for_budget(study, n_trials, None if timeout_s is None else t0 + timeout_s, logger)
@@ -527,7 +534,7 @@ def tune_worker(storage: str, # the shared study's Optuna storage URL (PostgreSQ
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         logger = _TrialLogger(info["run_id"], study.study_name, tracking_uri)
         with threadpool_limits(limits=threads):
-            study.optimize(_objective(s.data(), schema.task, s.metric, schema.positive_label, s.spaces, cfg.seed, threads,
+            _optimize(study, _objective(s.data(), schema.task, s.metric, schema.positive_label, s.spaces, cfg.seed, threads,
                                       logger, worker), catch=(Exception,),
                            callbacks=[optuna.study.MaxTrialsCallback(n, states=COUNTED)])
     mine = [t.state.name for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == worker]
