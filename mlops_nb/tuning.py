@@ -417,6 +417,24 @@ def _search(train_df: pd.DataFrame, schema: DataSchema, cfg: PipelineConfig, pre
                    cv_folds(y, schema.task, tc.cv_folds, cfg.seed),
                    build_preprocessor(schema, cfg.features) if preprocessor is None else preprocessor)
 
+# %% ../nbs/api/06_tuning.ipynb #2c78d500
+def _open_study(cfg: PipelineConfig, s: _Search, schema: DataSchema, storage: str, study_name: str, n_trials: int,
+                workers: int, shared: bool, sampler_seed: int | None) -> optuna.Study:
+    "Create or resume the study, named and described for optuna-dashboard, with the trials a dead process left failed."
+    tc = cfg.tuning
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=open_storage(storage, heartbeat=shared), study_name=study_name,
+                                direction=s.metric.direction, load_if_exists=True,
+                                sampler=make_sampler(cfg.seed if sampler_seed is None else sampler_seed, n_trials,
+                                                     max(workers, 2) if shared else workers),
+                                pruner=make_pruner(tc.pruner, tc.cv_folds, tc.pruner_startup_trials))
+    study.set_metric_names([s.metric.name])  # optuna-dashboard labels the objective with it, not "Objective 0"
+    for k, v in {"metric": s.metric.name, "task": schema.task, "families": list(s.spaces), "cv_folds": tc.cv_folds}.items():
+        study.set_user_attr(k, v)
+    if shared: fail_dead_workers(study)  # other processes may be running trials: only heartbeats tell the dead
+    else: fail_stale_trials(study)  # the run's lock: this study's RUNNING trials belong to a dead process
+    return study
+
 # %% ../nbs/api/06_tuning.ipynb #c446c514
 def tune(train_df: pd.DataFrame, # training rows: `schema.features` and the target
          schema: DataSchema, # the run's schema (task, classes, positive label)
@@ -439,17 +457,7 @@ def tune(train_df: pd.DataFrame, # training rows: `schema.features` and the targ
     shared = shared_study(cfg, storage, workers)
     s = _search(train_df, schema, cfg, preprocessor)
     storage, study_name = storage or cfg.optuna_storage, study_name or f"{cfg.name}-tune"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=open_storage(storage, heartbeat=shared), study_name=study_name,
-                                direction=s.metric.direction, load_if_exists=True,
-                                sampler=make_sampler(cfg.seed if sampler_seed is None else sampler_seed, n_trials,
-                                                     max(workers, 2) if shared else workers),
-                                pruner=make_pruner(tc.pruner, tc.cv_folds, tc.pruner_startup_trials))
-    study.set_metric_names([s.metric.name])  # optuna-dashboard labels the objective with it, not "Objective 0"
-    for k, v in {"metric": s.metric.name, "task": schema.task, "families": list(s.spaces), "cv_folds": tc.cv_folds}.items():
-        study.set_user_attr(k, v)
-    if shared: fail_dead_workers(study)  # other processes may be running trials: only heartbeats tell the dead
-    else: fail_stale_trials(study)  # the run's lock: this study's RUNNING trials belong to a dead process
+    study = _open_study(cfg, s, schema, storage, study_name, n_trials, workers, shared, sampler_seed)
     logger = _TrialLogger(parent_run_id, study_name)
     if shared and (workers == 0 or (parent_run_id and preprocessor in (None, "passthrough"))):  # else workers cannot join
         share_study(study, train_df, schema, cfg, parent_run_id, n_trials, preprocessor)
@@ -457,8 +465,8 @@ def tune(train_df: pd.DataFrame, # training rows: `schema.features` and the targ
     if n_trials > done and workers > 0:
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are summarised below, not one traceback each
         _optimize(study, _objective(s.data(), schema.task, s.metric, schema.positive_label, s.spaces, cfg.seed, threads, logger),
-                       n_trials=n_trials - done, timeout=timeout_s, n_jobs=workers, catch=(Exception,),
-                       callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=COUNTED)])
+                  n_trials=n_trials - done, timeout=timeout_s, n_jobs=workers, catch=(Exception,),
+                  callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=COUNTED)])
     if shared: wait_for_budget(study, n_trials, None if timeout_s is None else t0 + timeout_s, logger)
     if shared and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         raise RuntimeError(f"no trial of shared study '{study_name}' completed in {timeout_s} s; start workers with "
