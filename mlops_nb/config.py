@@ -282,9 +282,13 @@ class PipelineConfig(_Section):
         if self.tracking.startswith(("http://", "https://", "databricks")): return None
         return (self.workspace_path / "artifacts").as_uri()
     @property
+    def workspace_optuna(self) -> str:
+        "The workspace's own Optuna storage: `sqlite:///<workspace>/optuna.db`."
+        return f"sqlite:///{self.workspace_path / 'optuna.db'}"
+    @property
     def optuna_storage(self) -> str:
         "The Optuna storage URL shared by every tuning worker."
-        return self.tuning.storage or f"sqlite:///{self.workspace_path / 'optuna.db'}"
+        return self.tuning.storage or self.workspace_optuna
 
 # %% ../nbs/api/00_config.ipynb #1dc39186
 class ConfigError(ValueError):

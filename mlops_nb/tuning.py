@@ -251,8 +251,9 @@ INPUTS_PATH = "tune_inputs"  # artifact folder of the `tune` stage's MLflow run 
 WAIT_POLL_S = 1.0  # how often the stage looks at a shared study while workers run its trials
 
 def shared_study(cfg: PipelineConfig, storage: str | None = None, workers: int | None = None) -> bool:
-    "Do other processes tune this study? Yes when a storage is set (`tuning.storage`) or the stage runs no trials itself."
-    return (cfg.tuning.workers if workers is None else workers) == 0 or (storage or cfg.tuning.storage) is not None
+    "Do other processes tune this study? Yes when it is not in the workspace's own file (`tuning.storage`) or the stage runs no trials itself."
+    # a run's resolved config names the workspace's file in `tuning.storage` too: that one stays the run's own
+    return (cfg.tuning.workers if workers is None else workers) == 0 or (storage or cfg.optuna_storage) != cfg.workspace_optuna
 
 def share_study(study: optuna.Study, # the study workers will join
                 train_df: pd.DataFrame, # the training rows
