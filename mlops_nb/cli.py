@@ -16,9 +16,9 @@ import typer
 from .config import WORKSPACE_ENV, ConfigError, PipelineConfig, load_config, quiet_mlflow
 
 # %% auto #0
-__all__ = ['app', 'UI_PORT', 'export_app', 'run', 'ui_url', 'ui_hint', 'init', 'validate', 'promote', 'rollback', 'models',
-           'serve', 'predict', 'predictions', 'drift', 'monitor', 'retrain', 'simulate', 'export_airflow_command',
-           'export_kubeflow_command']
+__all__ = ['app', 'UI_PORT', 'THREAD_VARS', 'export_app', 'run', 'ui_url', 'ui_hint', 'init', 'validate', 'promote', 'rollback',
+           'models', 'serve', 'predict', 'predictions', 'doctor', 'tune_worker', 'drift', 'monitor', 'retrain',
+           'simulate', 'export_airflow_command', 'export_kubeflow_command']
 
 # %% ../nbs/api/11_cli.ipynb #7b513604
 app = typer.Typer(help="Notebook-first MLOps: run the pipeline, validate data, manage the model registry.",
@@ -67,6 +67,8 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipe
     from mlops_nb.pipeline import exit_code, latest_resumable, run_pipeline
     from mlops_nb.registry import StoreError
     cfg = _config(config, param, data, target, workspace)
+    from mlops_nb.stores import stores_line
+    typer.echo(stores_line(cfg), err=True)
     run_id = None
     if resume:
         run_id = resume
@@ -324,6 +326,54 @@ def predictions(config: Optional[Path] = typer.Option(None, "--config", "-c", he
     if as_json: sys.stdout.write(df.to_json(orient="records", date_format="iso") + "\n")
     else: typer.echo(f"{len(df)} predictions" + (f" -> {output}" if output else "") +
                      (f"; {df.label.notna().sum()} with feedback" if len(df) else ""), err=True)
+
+# %% ../nbs/api/11_cli.ipynb #c7009106
+@app.command()
+def doctor(config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline.yaml (default ./pipeline.yaml)"),
+           workspace: Optional[Path] = _workspace_option(),
+           param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value (repeatable)"),
+           timeout: float = typer.Option(5.0, "--timeout", min=0.1, help="seconds each store has to answer"),
+           as_json: bool = typer.Option(False, "--json", help="print the checks as JSON on stdout")):
+    "Say which stores the project uses and whether each answers: exit 0 when all do, 1 otherwise."
+    from mlops_nb.stores import check_stores
+    cfg = _config(config, param, workspace=workspace)
+    checks = check_stores(cfg, timeout)
+    if as_json: _print_json({"ok": all(c["ok"] for c in checks), "stores": checks})
+    else:
+        for c in checks:
+            where = "workspace" if c["embedded"] else "shared"
+            state = (f"ok ({c['seconds'] * 1000:.0f} ms)" if c["ok"] and c["checked"] else "not checked (its clients hold "
+                     "the credentials)" if c["ok"] else f"DOES NOT ANSWER: {c['error']}")
+            typer.echo(f"{c['role']:<11} {c['engine']:<13} {where:<9} {c['url']}  {state}")
+    raise typer.Exit(0 if all(c["ok"] for c in checks) else 1)
+
+# %% ../nbs/api/11_cli.ipynb #350e1961
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # read once, when the libraries load
+
+@app.command("tune-worker")
+def tune_worker(study: Optional[str] = typer.Option(None, "--study", help="the study to join (default: the newest shared one still short of its budget)"),
+                storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: tuning.storage, MLOPS_NB_OPTUNA_STORAGE)"),
+                config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline.yaml to read tuning.storage from"),
+                workspace: Optional[Path] = _workspace_option(),
+                param: list[str] = typer.Option([], "--param", "-p", help="override: dotted.key=value (repeatable)"),
+                threads: int = typer.Option(1, "--threads", min=1, help="OpenMP/BLAS threads of each fit"),
+                seed: Optional[int] = typer.Option(None, "--seed", help="sampler seed (default: a random one per worker)"),
+                wait: float = typer.Option(0.0, "--wait", min=0, help="seconds to wait for a study to join"),
+                tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: the run's)"),
+                as_json: bool = typer.Option(False, "--json", help="print what the worker did as JSON on stdout")):
+    "Join a shared Optuna study and run its trials until it has its budget; exit 2 when there is no study to join."
+    import os
+    for var in THREAD_VARS: os.environ[var] = str(threads)  # before numpy and scikit-learn load their thread pools
+    from mlops_nb.config import safe_url
+    from mlops_nb.tuning import tune_worker as _tune_worker
+    cfg = _config(config, param, workspace=workspace)
+    url = storage or cfg.optuna_storage
+    typer.echo(f"tune worker (pid {os.getpid()}, {threads} thread(s)) on {safe_url(url)}", err=True)
+    try: res = _tune_worker(url, study, threads, seed, wait, tracking_uri)
+    except ValueError as e: _fail(str(e))
+    if as_json: _print_json(res)
+    else: typer.echo(f"study {res['study']}: this worker ran {res['trials']} trial(s) {res['states']}; the study has "
+                     f"{res['counted']} of {res['budget']} in {res['seconds']:.0f} s", err=True)
 
 # %% ../nbs/api/11_cli.ipynb #864c9536
 def _drift_text(report) -> str:

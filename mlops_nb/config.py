@@ -20,7 +20,7 @@ __all__ = ['Scenario', 'Family', 'Sensitive', 'NumericTest', 'CategoricalTest', 
            'SplitConfig', 'ValidationConfig', 'AnalysisConfig', 'FeaturesConfig', 'TuningConfig', 'TrainingConfig',
            'Bound', 'ChampionGate', 'GatesConfig', 'RegistryConfig', 'ServingConfig', 'DriftConfig', 'MonitoringConfig',
            'RetrainingConfig', 'PipelineConfig', 'ConfigError', 'validate_config', 'apply_overrides', 'data_overrides',
-           'name_from_path', 'load_config', 'dump_config', 'quiet_mlflow', 'config_reference']
+           'name_from_path', 'load_config', 'safe_url', 'dump_config', 'quiet_mlflow', 'config_reference']
 
 # %% ../nbs/api/00_config.ipynb #bf4efb1d
 def _one_item_lists(model: type[BaseModel], data):
@@ -132,16 +132,17 @@ class TuningConfig(_Section):
         description="objective; default `roc_auc` (binary), `log_loss` (multiclass), `rmse` (regression)")
     n_trials: int = Field(12, ge=1, description="trial budget")
     timeout_s: float | None = Field(300, gt=0, description="time budget in seconds")
-    workers: int = Field(1, ge=1,
-        description="parallel trials sharing one study; with more than 1 the trial order depends on timing, so "
-                    "results are only reproducible with 1")
+    workers: int = Field(1, ge=0,
+        description="parallel trials the `tune` stage runs itself; with more than 1 the trial order depends on timing, "
+                    "so results are only reproducible with 1; 0 leaves every trial to `mlops-nb tune-worker` processes")
     cv_folds: int = Field(3, ge=2, description="cross-validation folds; each fold reports to the pruner")
     pruner: Literal["median", "hyperband", "none"] = Field("median", description="Optuna pruner")
     pruner_startup_trials: int = Field(3, ge=0,
         description="the median pruner stops no trial until this many trials have completed (their folds are the "
                     "yardstick); raise it when early trials are unrepresentative")
     storage: str | None = Field(None,
-        description="Optuna storage URL; default SQLite in the workspace (`MLOPS_NB_OPTUNA_STORAGE` overrides)")
+        description="Optuna storage URL; default SQLite in the workspace (`MLOPS_NB_OPTUNA_STORAGE` overrides); once "
+                    "set, the study is shared: `mlops-nb tune-worker` processes on any machine join it")
     search_spaces: dict[str, dict[str, Any]] = Field({},
         description="per family, parameter → `{low, high, log}` or `{choices: [...]}` replacing the default range")
 
@@ -371,9 +372,13 @@ class PipelineConfig(_Section):
         if self.tracking.startswith(("http://", "https://", "databricks")): return None
         return (self.workspace_path / "artifacts").as_uri()
     @property
+    def workspace_optuna(self) -> str:
+        "The workspace's own Optuna storage: `sqlite:///<workspace>/optuna.db`."
+        return f"sqlite:///{self.workspace_path / 'optuna.db'}"
+    @property
     def optuna_storage(self) -> str:
         "The Optuna storage URL shared by every tuning worker."
-        return self.tuning.storage or f"sqlite:///{self.workspace_path / 'optuna.db'}"
+        return self.tuning.storage or self.workspace_optuna
 
 # %% ../nbs/api/00_config.ipynb #1dc39186
 class ConfigError(ValueError):
@@ -461,6 +466,14 @@ def load_config(path: str | Path | None = None, # `pipeline.yaml`; None for defa
 # %% ../nbs/api/00_config.ipynb #c66628a5
 WORKSPACE_ENV = "MLOPS_NB_WORKSPACE"  # one workspace for every command of a shell session, and for stage notebooks opened by hand
 
+# %% ../nbs/api/00_config.ipynb #4336780b
+def safe_url(url: str) -> str:
+    "`url` with any password replaced by `***`, fit to print or log (the stores' URLs may carry one)."
+    import urllib.parse
+    p = urllib.parse.urlsplit(url)
+    if not p.password: return url
+    return urllib.parse.urlunsplit(p._replace(netloc=p.netloc.replace(f":{p.password}@", ":***@", 1)))
+
 # %% ../nbs/api/00_config.ipynb #09a9f5d4
 def dump_config(cfg: PipelineConfig, path: str | Path) -> Path:
     "Write the resolved `cfg` as YAML (the copy a run keeps), with paths made absolute."
@@ -476,10 +489,11 @@ def dump_config(cfg: PipelineConfig, path: str | Path) -> Path:
 
 # %% ../nbs/api/00_config.ipynb #8c52a45b
 def quiet_mlflow() -> None:
-    "Keep MLflow to warnings in this process: no 'Creating initial MLflow database tables…' INFO lines, no progress bars."
+    "Keep MLflow to warnings in this process and its kernels: no database set-up INFO lines, no progress bars, no run links."
     import logging
     os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"  # read when mlflow is imported ...
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # ... and at each download
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # no "View run at" links (a tracking server's) on stdout
     for name in ("mlflow", "alembic"): logging.getLogger(name).setLevel(logging.WARNING)  # ... and set here if it already was
 
 # %% ../nbs/api/00_config.ipynb #e5f8a249

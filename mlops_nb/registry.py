@@ -19,9 +19,9 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['CHAMPION', 'CHALLENGER', 'HISTORY_TAG', 'STACK_TAG', 'MAX_TAG_CHARS', 'MAX_STACK', 'LOCK_TIMEOUT_S', 'LOCK_POLL_S',
-           'ARTIFACT_COLUMNS', 'RECORD_TRIES', 'RUN_TAG', 'file_lock', 'store_lock', 'StoreError', 'check_store',
-           'open_store', 'store_exists', 'repoint_artifacts', 'alias_version', 'champion_version', 'history',
-           'register', 'promote', 'rollback', 'Champion', 'load_champion', 'versions']
+           'STORE_TIMEOUT_S', 'ARTIFACT_COLUMNS', 'RECORD_TRIES', 'RUN_TAG', 'file_lock', 'store_lock', 'http_problem',
+           'StoreError', 'check_store', 'open_store', 'store_exists', 'repoint_artifacts', 'alias_version',
+           'champion_version', 'history', 'register', 'promote', 'rollback', 'Champion', 'load_champion', 'versions']
 
 # %% ../nbs/api/09_registry.ipynb #f267f9e1
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -78,6 +78,20 @@ def store_lock(tracking_uri: str, # the MLflow tracking URI
 
 def _lock(client): return store_lock(client.tracking_uri)
 
+# %% ../nbs/api/09_registry.ipynb #f09c6806
+STORE_TIMEOUT_S = 5.0  # a store slower than this to answer a trivial query is as good as down for a command that needs it
+
+def http_problem(url: str, # the URL to GET
+                 timeout_s: float = STORE_TIMEOUT_S, # give up after this long
+                ) -> str:
+    "'' when `url` answers 200 within `timeout_s`, else what went wrong (MLflow's own client would retry for minutes)."
+    import urllib.error, urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as r: return "" if r.status == 200 else f"HTTP {r.status} from {url}"
+    except urllib.error.HTTPError as e: return f"HTTP {e.code} from {url}"
+    except (urllib.error.URLError, OSError) as e: return f"no answer from {url}: {getattr(e, 'reason', e)}"
+
+
 # %% ../nbs/api/09_registry.ipynb #33991d7b
 class StoreError(RuntimeError):
     "The MLflow store cannot be used as it is; the message names the file and what to do."
@@ -90,8 +104,13 @@ def _sqlite_path(tracking_uri: str) -> Path | None:
 def check_store(tracking_uri: str, # the MLflow tracking URI
                 has_history: bool = False, # the workspace has runs: a missing or empty store is a loss, not a start
                ) -> None:
-    "Raise `StoreError` when a local SQLite store is damaged, half-migrated, or missing although it should exist."
+    "Raise `StoreError` when a tracking server does not answer, or a local SQLite store is damaged, half-migrated, or missing although it should exist."
     import sqlite3
+    if tracking_uri.startswith(("http://", "https://")):
+        if (err := http_problem(tracking_uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")):
+            raise StoreError(f"MLflow tracking server {tracking_uri} does not answer ({err}); start it (`mlflow server`, "
+                             "see the README's scale-out section) or fix tracking_uri / MLOPS_NB_TRACKING_URI")
+        return
     db = _sqlite_path(tracking_uri)
     if db is None: return
     if not db.exists() or db.stat().st_size == 0:
@@ -381,13 +400,16 @@ class Champion:
 
 def load_champion(name: str, client=None, alias: str = CHAMPION) -> Champion | None:
     "Load the version `alias` points at (sklearn flavor, for probabilities), or None when there is none yet."
+    import tempfile
     import mlflow.sklearn
+    from mlflow.artifacts import download_artifacts
     client = _client(client)
     version = alias_version(name, alias, client)
     if version is None: return None
     src = client.get_model_version_download_uri(name, version)
-    return Champion(name, version, f"models:/{name}/{version}", client.get_model_version(name, version).run_id,
-                    mlflow.sklearn.load_model(src))
+    with tempfile.TemporaryDirectory(prefix="mlops-nb-model-") as d:  # through `client`'s server: `mlflow-artifacts:/…` too
+        model = mlflow.sklearn.load_model(download_artifacts(artifact_uri=src, dst_path=d, tracking_uri=client.tracking_uri))
+    return Champion(name, version, f"models:/{name}/{version}", client.get_model_version(name, version).run_id, model)
 
 
 def versions(name: str, client=None) -> pd.DataFrame:

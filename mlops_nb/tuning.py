@@ -21,16 +21,18 @@ from sklearn.base import clone
 from sklearn.model_selection import KFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
-from .config import PipelineConfig, Task
+from .config import PipelineConfig, Task, safe_url
 from .features import build_preprocessor
 from .metrics import get_metric
 from .models import FAMILIES, fit_model, fit_quietly, get_family, make_estimator, score_model, threads_per_worker
 from .schema import DataSchema, label_keys
 
 # %% auto #0
-__all__ = ['COUNTED', 'search_space', 'search_spaces', 'describe_spec', 'suggest_params', 'params_from_trial', 'cv_folds',
-           'open_storage', 'make_pruner', 'ResumableTPESampler', 'make_sampler', 'fail_stale_trials', 'TuningResult',
-           'fold_matrices', 'tune', 'trials_frame', 'param_importances', 'plot_study', 'best_per_family',
+__all__ = ['HEARTBEAT_S', 'GRACE_S', 'COUNTED', 'STAGE_WORKER', 'WORKER_INPUTS', 'INPUTS_PATH', 'WAIT_POLL_S', 'STORAGE_TRIES',
+           'search_space', 'search_spaces', 'describe_spec', 'suggest_params', 'params_from_trial', 'cv_folds',
+           'open_storage', 'make_pruner', 'ResumableTPESampler', 'make_sampler', 'fail_stale_trials',
+           'fail_dead_workers', 'shared_study', 'share_study', 'wait_for_budget', 'find_shared_study', 'TuningResult',
+           'fold_matrices', 'tune', 'trials_frame', 'tune_worker', 'param_importances', 'plot_study', 'best_per_family',
            'validate_families']
 
 # %% ../nbs/api/06_tuning.ipynb #655b7f64
@@ -113,17 +115,26 @@ def cv_folds(y: pd.Series, task: Task, folds: int, seed: int) -> list[tuple[np.n
     return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), keys))
 
 # %% ../nbs/api/06_tuning.ipynb #b5dcb788
-def open_storage(url: str):
-    "An Optuna storage for `url` (`sqlite:///…`, any SQLAlchemy URL, or `journal:///path/to/file.log`)."
+HEARTBEAT_S = 2  # a running trial writes a heartbeat this often (a row update: cheap even for many workers)
+GRACE_S = 20  # a trial without a heartbeat for this long belongs to a killed or lost worker and is marked failed
+             # (long enough that a live worker starved of CPU on a loaded machine is not taken for dead)
+
+def open_storage(url: str, # `sqlite:///…`, any SQLAlchemy URL, or `journal:///path/to/file.log`
+                 heartbeat: bool = False, # running trials send heartbeats (SQL storages): a dead worker's trial fails after `GRACE_S`
+                ):
+    "An Optuna storage for `url`; with `heartbeat`, trials of a worker that dies are found and marked failed by the others."
     if url.startswith("journal://"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
         path = Path(url.removeprefix("journal://"))
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    return optuna.storages.RDBStorage(url)
+    beat = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S} if heartbeat else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}, **beat)
+        return optuna.storages.RDBStorage(url, **beat)
 
 def make_pruner(kind: str, # `tuning.pruner`
                 folds: int, # cross-validation folds: the steps a trial reports
@@ -158,6 +169,8 @@ def make_sampler(seed: int, n_trials: int, workers: int) -> optuna.samplers.TPES
         return ResumableTPESampler(seed, n_startup_trials=min(10, max(3, n_trials // 3)),
                                    multivariate=True, group=True, constant_liar=workers > 1)
 
+STAGE_WORKER = "stage"  # the `worker` user attribute of trials the `tune` stage runs itself
+
 def fail_stale_trials(study: optuna.Study) -> int:
     "Mark trials a dead process left RUNNING as failed, so they neither count nor guide the sampler; return how many."
     stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
@@ -166,22 +179,41 @@ def fail_stale_trials(study: optuna.Study) -> int:
         study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
     return len(stale)
 
+def fail_dead_workers(study: optuna.Study) -> list[int]:
+    "Mark failed the RUNNING trials whose heartbeat stopped `GRACE_S` ago (their worker died); return their numbers."
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+    if not is_heartbeat_enabled(study._storage): return []
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    return sorted(t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)) if t.number in before)
+
+
+def _optimize(study: optuna.Study, objective, **kw) -> None:
+    "`study.optimize`, going on when another process took one of this process's trials for dead (its result is refused)."
+    while True:
+        try: return study.optimize(objective, **kw)
+        except ValueError as e:
+            if "Cannot tell a FAIL trial" not in str(e): raise
+
 # %% ../nbs/api/06_tuning.ipynb #9ed22b36
 class _TrialLogger:
-    "Log trials as child runs of `parent_run_id` (thread-safe: MlflowClient only)."
-    def __init__(self, parent_run_id: str | None, study_name: str):
+    "Log trials as child runs of `parent_run_id` (thread-safe: MlflowClient only), in the store of `tracking_uri`."
+    def __init__(self, parent_run_id: str | None, study_name: str, tracking_uri: str | None = None):
         self.parent, self.study = parent_run_id, study_name
         if parent_run_id is None: return
         from mlflow.tracking import MlflowClient
-        self.client = MlflowClient()
+        self.client = MlflowClient(tracking_uri)
         self.experiment_id = self.client.get_run(parent_run_id).info.experiment_id
 
-    def start(self, trial: optuna.Trial, family: str, params: dict) -> str | None:
+    def start(self, trial: optuna.Trial, family: str, params: dict, worker: str = STAGE_WORKER) -> str | None:
         if self.parent is None: return None
         from mlflow.entities import Param
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial.number:03d}", tags={
             "mlflow.parentRunId": self.parent, "optuna.study": self.study, "optuna.trial": str(trial.number),
-            "family": family})
+            "family": family, "optuna.worker": worker})
+        trial.set_user_attr("mlflow_run_id", run.info.run_id)  # so whoever finds the trial dead can close its run
         ps = [Param("family", family)] + [Param(k, str(v)[:500]) for k, v in params.items()]
         self.client.log_batch(run.info.run_id, params=ps)
         return run.info.run_id
@@ -201,6 +233,99 @@ class _TrialLogger:
         tags = [RunTag("optuna.state", state)] + ([RunTag("error", error[:4000])] if error else [])
         self.client.log_batch(run_id, metrics=ms, tags=tags)
         self.client.set_terminated(run_id, "FAILED" if state == "FAIL" else "FINISHED")
+
+
+    def abandon(self, trials: list, why: str):
+        "End as FAILED the runs of `trials` whose worker died before it could."
+        if self.parent is None: return
+        for t in trials:
+            rid = t.user_attrs.get("mlflow_run_id")
+            if rid is None or self.client.get_run(rid).info.status != "RUNNING": continue
+            from mlflow.entities import RunTag
+            self.client.log_batch(rid, tags=[RunTag("optuna.state", "FAIL"), RunTag("error", why)])
+            self.client.set_terminated(rid, "FAILED")
+
+# %% ../nbs/api/06_tuning.ipynb #6e24d326
+WORKER_INPUTS = "worker_inputs"  # the study attribute telling a worker where the training rows, schema and config are
+INPUTS_PATH = "tune_inputs"  # artifact folder of the `tune` stage's MLflow run holding them
+WAIT_POLL_S = 1.0  # how often the stage looks at a shared study while workers run its trials
+
+def shared_study(cfg: PipelineConfig, storage: str | None = None, workers: int | None = None) -> bool:
+    "Do other processes tune this study? Yes when it is not in the workspace's own file (`tuning.storage`) or the stage runs no trials itself."
+    # a run's resolved config names the workspace's file in `tuning.storage` too: that one stays the run's own
+    return (cfg.tuning.workers if workers is None else workers) == 0 or (storage or cfg.optuna_storage) != cfg.workspace_optuna
+
+def share_study(study: optuna.Study, # the study workers will join
+                train_df: pd.DataFrame, # the training rows
+                schema: DataSchema, # the run's schema
+                cfg: PipelineConfig, # the run's config
+                parent_run_id: str | None, # the `tune` stage's MLflow run: the inputs are logged there, trials nest under it
+                n_trials: int, # the study's budget
+                preprocessor=None, # None (built from the schema) or "passthrough": what workers can rebuild
+               ) -> dict:
+    "Log what a worker needs to the stage's MLflow run (so workers on other machines read it through the tracking server); point the study at it."
+    import tempfile
+    from mlflow.tracking import MlflowClient
+    from mlops_nb.config import dump_config
+    if WORKER_INPUTS in study.user_attrs: return study.user_attrs[WORKER_INPUTS]  # a resumed stage: shared already
+    if parent_run_id is None: raise ValueError("a shared study (tuning.storage set, or tuning.workers 0) needs the stage's "
+                                               "MLflow run (parent_run_id): workers read the training rows from it")
+    if preprocessor not in (None, "passthrough"): raise ValueError(
+        "workers of a shared study rebuild the preprocessing from the schema: pass preprocessor=None or 'passthrough'")
+    client = MlflowClient()
+    with tempfile.TemporaryDirectory() as d:  # the rows are logged, unlike other tables: a worker may see no workspace
+        train_df[[*schema.features, schema.target]].to_parquet(Path(d) / "train.parquet")
+        schema.save(Path(d) / "schema.json")
+        dump_config(cfg, Path(d) / "config.yaml")
+        client.log_artifacts(parent_run_id, d, INPUTS_PATH)
+    info = {"tracking_uri": client.tracking_uri, "run_id": parent_run_id, "path": INPUTS_PATH, "n_trials": n_trials,
+            "preprocessor": preprocessor or "schema"}
+    study.set_user_attr(WORKER_INPUTS, info)
+    return info
+
+def wait_for_budget(study: optuna.Study, # a shared study
+                    n_trials: int, # its budget of complete + pruned trials
+                    deadline: float | None, # `time.perf_counter()` value to give up at; None: wait as long as it takes
+                    logger=None, # the stage's `_TrialLogger`: closes the MLflow runs of trials whose worker died
+                   ) -> None:
+    "Wait until the study has its budget and no trial runs; a dead worker's trial is failed after `GRACE_S`."
+    closed = set()
+    while True:
+        fail_dead_workers(study)
+        trials = study.get_trials(deepcopy=False)
+        failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL and t.number not in closed]
+        if logger is not None: logger.abandon(failed, f"its worker stopped sending heartbeats for {GRACE_S} s (killed or lost)")
+        closed |= {t.number for t in failed}
+        counted = sum(t.state in COUNTED for t in trials)
+        running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+        if (counted >= n_trials and not running) or (deadline is not None and time.perf_counter() > deadline): return
+        time.sleep(WAIT_POLL_S)
+
+# %% ../nbs/api/06_tuning.ipynb #bb5f0655
+def _open_trials(study) -> int:
+    "How many more trials a study needs: its budget minus its complete and pruned trials."
+    return study.user_attrs[WORKER_INPUTS]["n_trials"] - len(study.get_trials(deepcopy=False, states=COUNTED))
+
+def find_shared_study(storage, # an Optuna storage (`open_storage`)
+                      name: str | None = None, # the study; None: the newest shared study still short of its budget
+                      wait_s: float = 0, # wait this long for it to appear (a worker may start before the run)
+                      url: str = "", # the storage's URL, named in errors
+                     ) -> optuna.Study:
+    "The shared study a worker joins; a clear error when there is none."
+    deadline = time.perf_counter() + wait_s
+    while True:
+        found = sorted((s for s in storage.get_all_studies() if name in (None, s.study_name)),
+                       key=lambda s: s._study_id, reverse=True)
+        for fs in found:
+            if WORKER_INPUTS not in fs.user_attrs: continue
+            study = optuna.load_study(study_name=fs.study_name, storage=storage)
+            if name is not None or _open_trials(study) > 0: return study
+        if time.perf_counter() >= deadline: break
+        time.sleep(WAIT_POLL_S)
+    names = [s.study_name for s in storage.get_all_studies()]
+    what = f"no study '{name}'" if name and name not in names else f"study '{name}' is not shared" if name else "no shared study short of its budget"
+    raise ValueError(f"{what} in {safe_url(url)} (studies: {names or 'none'}); a `tune` stage shares its study when "
+                     "tuning.storage is set or tuning.workers is 0 — start `mlops-nb run` first, or wait for it (--wait S)")
 
 # %% ../nbs/api/06_tuning.ipynb #1b3067c8
 @dataclass
@@ -235,11 +360,12 @@ def fold_matrices(X: pd.DataFrame, y: pd.Series, folds: list, preprocessor) -> l
     return out
 
 # %% ../nbs/api/06_tuning.ipynb #2985d03c
-def _objective(data, task, metric, pos, spaces, seed, threads, logger):
+def _objective(data, task, metric, pos, spaces, seed, threads, logger, worker=STAGE_WORKER):
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", worker)  # first: a trial found dead says whose it was
         family = trial.suggest_categorical("family", list(spaces))
         params = suggest_params(trial, family, spaces[family])
-        run_id, t0, scores = logger.start(trial, family, params), time.perf_counter(), []
+        run_id, t0, scores = logger.start(trial, family, params, worker), time.perf_counter(), []
         state, err = "FAIL", None
         try:
             with threadpool_limits(limits=threads):
@@ -266,6 +392,50 @@ def _objective(data, task, metric, pos, spaces, seed, threads, logger):
             logger.end(run_id, state, secs, float(np.mean(scores)) if state == "COMPLETE" else None, err)
     return objective
 
+# %% ../nbs/api/06_tuning.ipynb #c0a84603
+@dataclass
+class _Search:
+    "What every process tuning one study shares: the metric, the spaces and the cross-validation data."
+    metric: Any
+    spaces: dict
+    X: pd.DataFrame
+    y: pd.Series
+    folds: list
+    preprocessor: Any
+
+    def data(self) -> list[tuple]:
+        with threadpool_limits(limits=threads_per_worker(1, rows=len(self.X))):
+            return fold_matrices(self.X, self.y, self.folds, self.preprocessor)
+
+def _search(train_df: pd.DataFrame, schema: DataSchema, cfg: PipelineConfig, preprocessor=None) -> _Search:
+    "The search of `cfg.tuning` on `train_df`: the same in the stage and in every worker process."
+    tc = cfg.tuning
+    missing = [c for c in [*schema.features, schema.target] if c not in train_df.columns]
+    if missing: raise ValueError(f"training rows lack columns {missing} of the schema")
+    df = train_df[train_df[schema.target].notna()]
+    X, y = df[schema.features], df[schema.target]
+    return _Search(get_metric(tc.metric, schema.task), search_spaces(cfg, schema.task), X, y,
+                   cv_folds(y, schema.task, tc.cv_folds, cfg.seed),
+                   build_preprocessor(schema, cfg.features) if preprocessor is None else preprocessor)
+
+# %% ../nbs/api/06_tuning.ipynb #2c78d500
+def _open_study(cfg: PipelineConfig, s: _Search, schema: DataSchema, storage: str, study_name: str, n_trials: int,
+                workers: int, shared: bool, sampler_seed: int | None) -> optuna.Study:
+    "Create or resume the study, named and described for optuna-dashboard, with the trials a dead process left failed."
+    tc = cfg.tuning
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=open_storage(storage, heartbeat=shared), study_name=study_name,
+                                direction=s.metric.direction, load_if_exists=True,
+                                sampler=make_sampler(cfg.seed if sampler_seed is None else sampler_seed, n_trials,
+                                                     max(workers, 2) if shared else workers),
+                                pruner=make_pruner(tc.pruner, tc.cv_folds, tc.pruner_startup_trials))
+    study.set_metric_names([s.metric.name])  # optuna-dashboard labels the objective with it, not "Objective 0"
+    for k, v in {"metric": s.metric.name, "task": schema.task, "families": list(s.spaces), "cv_folds": tc.cv_folds}.items():
+        study.set_user_attr(k, v)
+    if shared: fail_dead_workers(study)  # other processes may be running trials: only heartbeats tell the dead
+    else: fail_stale_trials(study)  # the run's lock: this study's RUNNING trials belong to a dead process
+    return study
+
 # %% ../nbs/api/06_tuning.ipynb #c446c514
 def tune(train_df: pd.DataFrame, # training rows: `schema.features` and the target
          schema: DataSchema, # the run's schema (task, classes, positive label)
@@ -274,7 +444,7 @@ def tune(train_df: pd.DataFrame, # training rows: `schema.features` and the targ
          parent_run_id: str | None = None, # MLflow run the trials nest under; None logs no trial runs
          study_name: str | None = None, # default `<cfg.name>-tune`; an existing study of that name is resumed
          storage: str | None = None, # Optuna storage URL; default `cfg.optuna_storage`
-         workers: int | None = None, # parallel trials; default `cfg.tuning.workers`
+         workers: int | None = None, # parallel trials in this process (0: only `tune_worker` processes); default `cfg.tuning.workers`
          n_trials: int | None = None, # budget of complete + pruned trials, resumed ones included; default `cfg.tuning.n_trials`
          timeout_s: float | None = None, # time budget; default `cfg.tuning.timeout_s`
          threads: int | None = None, # threads per trial; default `threads_per_worker(workers, rows=len(train_df))`
@@ -282,54 +452,45 @@ def tune(train_df: pd.DataFrame, # training rows: `schema.features` and the targ
         ) -> TuningResult:
     "Search `cfg.tuning.families` on `train_df` with a seeded, pruned Optuna study; return the best configuration."
     tc = cfg.tuning
-    workers, n_trials = workers or tc.workers, n_trials or tc.n_trials
-    timeout_s = tc.timeout_s if timeout_s is None else timeout_s
+    workers = tc.workers if workers is None else workers
+    n_trials, timeout_s = n_trials or tc.n_trials, tc.timeout_s if timeout_s is None else timeout_s
     threads = threads or threads_per_worker(workers, rows=len(train_df))
-    metric = get_metric(tc.metric, schema.task)
-    spaces = search_spaces(cfg, schema.task)
-    missing = [c for c in [*schema.features, schema.target] if c not in train_df.columns]
-    if missing: raise ValueError(f"training rows lack columns {missing} of the schema")
-    df = train_df[train_df[schema.target].notna()]
-    X, y = df[schema.features], df[schema.target]
-    folds = cv_folds(y, schema.task, tc.cv_folds, cfg.seed)
-    if preprocessor is None: preprocessor = build_preprocessor(schema, cfg.features)
-    storage = storage or cfg.optuna_storage
-    study_name = study_name or f"{cfg.name}-tune"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=open_storage(storage), study_name=study_name, direction=metric.direction,
-                                sampler=make_sampler(cfg.seed if sampler_seed is None else sampler_seed, n_trials, workers),
-                                pruner=make_pruner(tc.pruner, tc.cv_folds, tc.pruner_startup_trials), load_if_exists=True)
-    study.set_metric_names([metric.name])  # optuna-dashboard labels the objective with it, not "Objective 0"
-    for k, v in {"metric": metric.name, "task": schema.task, "families": list(spaces), "cv_folds": tc.cv_folds}.items():
-        study.set_user_attr(k, v)
-    fail_stale_trials(study)  # a run's study is tuned only by the process holding the run: RUNNING ones are dead
-    done = len(study.get_trials(deepcopy=False, states=COUNTED))
+    shared = shared_study(cfg, storage, workers)
+    s = _search(train_df, schema, cfg, preprocessor)
+    storage, study_name = storage or cfg.optuna_storage, study_name or f"{cfg.name}-tune"
+    study = _open_study(cfg, s, schema, storage, study_name, n_trials, workers, shared, sampler_seed)
     logger = _TrialLogger(parent_run_id, study_name)
-    t0 = time.perf_counter()
-    if n_trials > done:
+    if shared and (workers == 0 or (parent_run_id and preprocessor in (None, "passthrough"))):  # else workers cannot join
+        share_study(study, train_df, schema, cfg, parent_run_id, n_trials, preprocessor)
+    t0, done = time.perf_counter(), len(study.get_trials(deepcopy=False, states=COUNTED))
+    if n_trials > done and workers > 0:
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are summarised below, not one traceback each
-        with threadpool_limits(limits=threads_per_worker(1, rows=len(X))):
-            data = fold_matrices(X, y, folds, preprocessor)
-        study.optimize(_objective(data, schema.task, metric, schema.positive_label, spaces, cfg.seed, threads, logger),
-                       n_trials=n_trials - done, timeout=timeout_s, n_jobs=workers, catch=(Exception,),
-                       callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=COUNTED)])
-    result = _result(study, metric, spaces, storage, time.perf_counter() - t0, workers)
+        _optimize(study, _objective(s.data(), schema.task, s.metric, schema.positive_label, s.spaces, cfg.seed, threads, logger),
+                  n_trials=n_trials - done, timeout=timeout_s, n_jobs=workers, catch=(Exception,),
+                  callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=COUNTED)])
+    if shared: wait_for_budget(study, n_trials, None if timeout_s is None else t0 + timeout_s, logger)
+    if shared and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        raise RuntimeError(f"no trial of shared study '{study_name}' completed in {timeout_s} s; start workers with "
+                           f"`mlops-nb tune-worker --study {study_name} --storage {safe_url(storage)}` (any machine)")
+    result = _result(study, s.metric, s.spaces, storage, time.perf_counter() - t0, workers)
     if result.best["n_failed"]:
-        first = result.trials.error.dropna().iloc[0]
-        warnings.warn(f"{result.best['n_failed']} of {result.best['n_trials']} tuning trials failed; first: {first}")
+        first = result.trials.error.dropna()
+        warnings.warn(f"{result.best['n_failed']} of {result.best['n_trials']} tuning trials failed; first: "
+                      f"{first.iloc[0] if len(first) else 'a worker stopped'}")
     return result
 
 # %% ../nbs/api/06_tuning.ipynb #4c3a2633
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    "One row per trial: number, state, family, score, folds run, seconds, parameters (prefix removed)."
+    "One row per trial: number, state, family, score, folds run, seconds, worker, parameters (prefix removed)."
     rows = []
     for t in study.trials:
         fam = t.params.get("family")
         rows.append({"trial": t.number, "state": t.state.name, "family": fam, "score": t.value,
                      "folds": len(t.intermediate_values), "seconds": t.user_attrs.get("seconds"),
+                     "worker": t.user_attrs.get("worker"),
                      "params": {k.split(".", 1)[1]: v for k, v in t.params.items() if "." in k},
                      "error": t.user_attrs.get("error")})
-    return pd.DataFrame(rows, columns=["trial", "state", "family", "score", "folds", "seconds", "params", "error"])
+    return pd.DataFrame(rows, columns=["trial", "state", "family", "score", "folds", "seconds", "worker", "params", "error"])
 
 def _result(study, metric, spaces, storage, seconds, workers) -> TuningResult:
     trials = trials_frame(study)
@@ -345,8 +506,50 @@ def _result(study, metric, spaces, storage, seconds, workers) -> TuningResult:
             "direction": metric.direction, "score": float(bt.value), "trial": bt.number,
             "n_trials": int(len(trials)), "n_complete": int(len(complete)),
             "n_pruned": int((trials.state == "PRUNED").sum()), "n_failed": int((trials.state == "FAIL").sum()),
-            "study_name": study.study_name, "storage": storage, "workers": workers, "seconds": round(seconds, 2)}
+            "study_name": study.study_name, "storage": safe_url(storage), "workers": workers, "seconds": round(seconds, 2)}
     return TuningResult(best, trials, study, spaces)
+
+# %% ../nbs/api/06_tuning.ipynb #fec74b27
+STORAGE_TRIES = 3  # the loser of a race to create a new storage's tables finds them made on its next try
+
+def tune_worker(storage: str, # the shared study's Optuna storage URL (PostgreSQL for many machines)
+                study_name: str | None = None, # the study; None: the newest shared study still short of its budget
+                threads: int = 1, # OpenMP/BLAS threads and `n_jobs` of each fit: one worker per core
+                seed: int | None = None, # the sampler's seed; default a random one (two workers must not draw alike)
+                wait_s: float = 0, # wait this long for the study to appear
+                tracking_uri: str | None = None, # MLflow tracking URI; default the one the stage used
+               ) -> dict:
+    "Join a shared study from any process or machine and run its trials until the study has its budget."
+    import os, secrets, socket, tempfile
+    from mlflow.artifacts import download_artifacts
+    from mlops_nb.config import load_config
+    for attempt in range(STORAGE_TRIES):  # processes opening a new storage at once race to create its tables
+        try: st = open_storage(storage, heartbeat=True); break
+        except Exception:
+            if attempt == STORAGE_TRIES - 1: raise
+            time.sleep(WAIT_POLL_S)
+    study = find_shared_study(st, study_name, wait_s, storage)
+    info = study.user_attrs[WORKER_INPUTS]
+    tracking_uri = tracking_uri or info["tracking_uri"]
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(download_artifacts(run_id=info["run_id"], artifact_path=info["path"], dst_path=d, tracking_uri=tracking_uri))
+        cfg, schema, train = load_config(src / "config.yaml", env={}), DataSchema.load(src / "schema.json"), pd.read_parquet(src / "train.parquet")
+    s = _search(train, schema, cfg, "passthrough" if info["preprocessor"] == "passthrough" else None)
+    tc, n = cfg.tuning, info["n_trials"]
+    study = optuna.load_study(study_name=study.study_name, storage=st, pruner=make_pruner(tc.pruner, tc.cv_folds, tc.pruner_startup_trials),
+                              sampler=make_sampler(secrets.randbelow(2**31) if seed is None else seed, n, workers=2))
+    worker, t0 = f"{socket.gethostname()}:{os.getpid()}", time.perf_counter()
+    if _open_trials(study) > 0:
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        logger = _TrialLogger(info["run_id"], study.study_name, tracking_uri)
+        with threadpool_limits(limits=threads):
+            _optimize(study, _objective(s.data(), schema.task, s.metric, schema.positive_label, s.spaces, cfg.seed, threads,
+                                      logger, worker), catch=(Exception,),
+                           callbacks=[optuna.study.MaxTrialsCallback(n, states=COUNTED)])
+    mine = [t.state.name for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == worker]
+    return {"study": study.study_name, "worker": worker, "trials": len(mine),
+            "states": {k: mine.count(k) for k in sorted(set(mine))}, "seconds": round(time.perf_counter() - t0, 2),
+            "budget": n, "counted": len(study.get_trials(deepcopy=False, states=COUNTED))}
 
 # %% ../nbs/api/06_tuning.ipynb #d0965328
 def param_importances(study: optuna.Study, family: str) -> pd.Series:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from pg import HOW as PG_HOW, pg_bin, postgres_server
+
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [str(Path(sys.executable).parent / "mlops-nb")]  # the console script, as a user types it
 
@@ -38,3 +40,13 @@ def demo_run(tmp_path_factory):
     r = mlops("run", "--config", ROOT / "pipeline.yaml", *params(small_overrides(ws)), "--json")
     assert r.returncode == 0, r.stderr[-4000:]
     return ws, json.loads(r.stdout), r.stderr
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    "A real PostgreSQL server for the module's tests (see tests/pg.py): skipped, or failed under MLOPS_NB_REQUIRE_POSTGRES=1, without one."
+    bin_ = pg_bin()
+    if bin_ is None:
+        if os.environ.get("MLOPS_NB_REQUIRE_POSTGRES"): pytest.fail(PG_HOW)
+        pytest.skip(PG_HOW)
+    with postgres_server(bin_) as url: yield url

@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -16,14 +15,9 @@ import pandas as pd
 import pytest
 
 from conftest import CLI, ROOT, mlops
+from pg import free_port
 
 NAME = "credit-risk"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

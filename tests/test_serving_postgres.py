@@ -1,55 +1,10 @@
 """The prediction log on a real PostgreSQL server that the test starts itself from the system's binaries (Debian's
 `postgresql` package), listening on 127.0.0.1 only: the same code as the embedded default, selected by URL."""
-import glob
-import os
-import shutil
 import signal
-import subprocess
-import tempfile
 import time
-from pathlib import Path
-
-import pytest
 
 from conftest import mlops
 from test_serving import Server, copy_workspace, records, rows  # noqa: F401  (fixture)
-
-HOW = ("PostgreSQL binaries not found: install Debian's `postgresql` package (apt-get install -y postgresql; "
-       ".ci/run does it) to run the PostgreSQL prediction-log tests")
-
-
-def pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    return Path(found[-1]).parent if found else None
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    "initdb and the server refuse to run as root: run them as the `postgres` user then."
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
-@pytest.fixture(scope="module")
-def pg_url():
-    bin_ = pg_bin()
-    if bin_ is None:
-        if os.environ.get("MLOPS_NB_REQUIRE_POSTGRES"): pytest.fail(HOW)
-        pytest.skip(HOW)
-    d = Path(tempfile.mkdtemp(prefix="mlops-pg-"))
-    d.chmod(0o755)
-    data = d / "data"
-    data.mkdir()
-    if os.geteuid() == 0: shutil.chown(data, "postgres", "postgres")
-    with __import__("socket").socket() as s:
-        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
-    subprocess.run(_as_postgres([str(bin_ / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
-                   check=True, capture_output=True, text=True)
-    opts = f"-p {port} -c listen_addresses=127.0.0.1 -k {data} -c fsync=off"  # socket and log where postgres may write
-    subprocess.run(_as_postgres([str(bin_ / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(data / "server.log"), "-w",
-                                 "start"]), check=True, capture_output=True, text=True, timeout=60)
-    try: yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(_as_postgres([str(bin_ / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]), capture_output=True)
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_log_library_on_postgres(pg_url):
