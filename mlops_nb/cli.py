@@ -67,8 +67,6 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipe
     from mlops_nb.pipeline import exit_code, latest_resumable, run_pipeline
     from mlops_nb.registry import StoreError
     cfg = _config(config, param, data, target, workspace)
-    from mlops_nb.stores import stores_line
-    typer.echo(stores_line(cfg), err=True)
     run_id = None
     if resume:
         run_id = resume

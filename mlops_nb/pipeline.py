@@ -977,6 +977,8 @@ def run_pipeline(cfg: PipelineConfig, # the validated configuration
     if dry_run: return _dry_run(cfg, chosen, base, upstream, nb_dir, forced, cache, echo)
     run_id = run_id or new_run_id()
     client = open_store(cfg.tracking, has_history=_has_runs(cfg))  # a damaged store stops here, creating nothing
+    from mlops_nb.stores import stores_line
+    echo(stores_line(cfg))  # the stores in use, once they opened (a damaged one is the only line said)
     if any(s.name == "tune" for s in chosen): _create_optuna_store(cfg)
     run_dir = prepare_run(cfg, run_id)
     try: lock = file_lock(run_dir / RUN_LOCK, timeout_s=0, what=f"run {run_id}")
