@@ -636,10 +636,16 @@ def close_open_runs(client, # MlflowClient of the run's store
     "End the RUNNING MLflow runs under `root_id` (itself, stages, tuning trials) with `status`; return their ids."
     running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=5000)
     parent = {r.info.run_id: r.data.tags.get("mlflow.parentRunId") for r in running}
+    def parent_of(rid):  # an ancestor already ended (the stage's run, marked failed first) is read from the store
+        if rid not in parent:
+            try: parent[rid] = client.get_run(rid).data.tags.get("mlflow.parentRunId")
+            except Exception: parent[rid] = None
+        return parent[rid]
     def under_root(rid):
-        while rid is not None and rid != root_id: rid = parent.get(rid)
+        seen = set()
+        while rid is not None and rid != root_id and rid not in seen: seen.add(rid); rid = parent_of(rid)
         return rid == root_id
-    ended = sorted(rid for rid in parent if under_root(rid) or rid == root_id)
+    ended = sorted(r.info.run_id for r in running if under_root(r.info.run_id))
     for rid in ended:
         client.set_tag(rid, "mlops_nb.end_reason", reason)
         client.set_terminated(rid, status)

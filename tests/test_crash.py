@@ -82,7 +82,8 @@ def test_signals_and_kills_in_the_stages_then_resume_give_the_uninterrupted_resu
     assert code == 143 and "Traceback" not in err, err[-3000:]
     code, _, err = _interrupt(ws, resume, "evaluate", signal.SIGTERM, delay=2.0)
     assert code == 143 and "Traceback" not in err, err[-3000:]
-    code, _, _ = _interrupt(ws, resume, "register", signal.SIGKILL, delay=3.0)
+    code, _, _ = _interrupt(ws, resume, "register", signal.SIGKILL, delay=0,  # register takes well under a second now
+                            ready=lambda: any((ws / "runs").glob("*/08_register.ipynb")))  # papermill has begun it
     assert code == -9
 
     r = mlops("run", *resume, "--json")
