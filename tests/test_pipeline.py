@@ -1,5 +1,6 @@
 """The runner end to end: real papermill kernels, a real MLflow SQLite store, the real stage notebooks."""
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,8 @@ def test_full_run_in_mlflow(demo_run):
 
 
 def test_snapshot_is_content_addressed(demo_run, tmp_path):
-    ws, s, _ = demo_run
+    s = demo_run[1]
+    ws = shutil.copytree(demo_run[0], tmp_path / "ws")  # the shared demo workspace stays as its run left it
     snaps = list((Path(ws) / "snapshots").glob("*.parquet"))
     assert [p.stem for p in snaps] == [s["snapshot_id"]]
     r = mlops("run", "--stages", "gather", *params(small_overrides(ws)), "--json")

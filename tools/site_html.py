@@ -1,7 +1,7 @@
 """A small browsable HTML site from the processed notebooks, for machines without Quarto (`make docs` calls it).
 
 Pages come in the sidebar's order (`nbs/sidebar.yml`): home, tutorials, library, pipeline stages. A stage page is
-the stage's executed report from the workspace's latest successful run when there is one (tables and plots), else
+the stage's executed report from the newest run where it succeeded, when there is one (tables and plots), else
 the notebook as written. Output: `_site/` (git-ignored); open `_site/index.html`.
 """
 import glob
@@ -44,12 +44,19 @@ def title_of(nb: dict, fallback: str) -> str:
 
 
 def executed_report(workspace: Path, rel: str) -> Path | None:
-    "The latest successful run's executed notebook of stage notebook `rel` (`stages/01_gather.ipynb`), if any."
-    latest = workspace / "runs" / "LATEST"
-    if not rel.startswith("stages/") or not latest.exists(): return None
+    """The newest executed notebook of stage notebook `rel` (`stages/01_gather.ipynb`) from a run where that stage
+    succeeded, if any. Not simply `runs/LATEST`: a later run of a few stages (`--stages gather`), or one that reused
+    this stage from its cache, holds no executed copy of it."""
+    runs = Path(workspace) / "runs"
+    if not rel.startswith("stages/") or not runs.is_dir(): return None
     num, stage = Path(rel).stem.split("_", 1)
-    p = workspace / "runs" / latest.read_text().strip() / f"{num}_{stage}.ipynb"
-    return p if p.exists() else None
+    for run in sorted((d for d in runs.iterdir() if d.is_dir()), reverse=True):  # run ids start with their UTC time
+        report, summary = run / f"{num}_{stage}.ipynb", run / "summary.json"
+        if not (report.exists() and summary.exists()): continue
+        try: stages = json.loads(summary.read_text())["stages"]
+        except (ValueError, KeyError): continue
+        if any(s.get("name") == stage and s.get("status") == "succeeded" for s in stages): return report
+    return None
 
 
 CELL_KEYS = {"cell_type", "id", "metadata", "source", "outputs", "execution_count", "attachments"}
@@ -63,7 +70,7 @@ def _standard(nb: dict):
 
 
 def build_site(proc: Path, nbs: Path, out: Path, workspace: Path) -> list[Path]:
-    "Render every sidebar page of `proc` (stage pages from `workspace`'s latest run when there is one) into `out`."
+    "Render every sidebar page of `proc` (stage pages from `workspace`'s runs when it has them) into `out`."
     order = pages(nbs)
     sources = {rel: executed_report(workspace, rel) or proc / rel for _, rels in order for rel in rels}
     nbs_json = {rel: json.loads(p.read_text(encoding="utf-8")) for rel, p in sources.items() if p.exists()}
