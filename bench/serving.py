@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -155,10 +156,13 @@ def bench(ws: Path, reqs: dict, seconds: float) -> dict:
     out, procs = {}, {}
     try:
         for kind in ("mlops-nb", "mlflow"):
+            if kind == "mlops-nb": shutil.rmtree(ws / "serving" / "models", ignore_errors=True)  # the first start fetches
             proc, port, cold = start(kind, ws, reqs[1][0], {})
             procs[kind] = (proc, port)
             time.sleep(2)
             out[kind] = {"cold_start_s": cold, "idle_mb": rss_mb(proc.pid), "runs": {}}
+        again, _, out["mlops-nb"]["cold_start_cached_s"] = start("mlops-nb", ws, reqs[1][0], {})  # version in the cache
+        stop(again)
         for label, rows, conc in SCENARIOS:  # alternating keeps both under the same background load
             for kind, (proc, port) in procs.items():
                 r = drive(port, reqs[rows], conc, seconds)
@@ -194,7 +198,8 @@ def table(res: dict) -> str:
             lines.append(f"| {label} | {name} | {r['rps']:.0f} | {r['rows_per_s']:.0f} | {r['p50_ms']:.1f} | "
                          f"{r['p99_ms']:.1f} | {r['errors']} | {ratio} |")
     lines += ["", "| | mlops-nb serve | mlflow models serve |", "|---|---:|---:|",
-              f"| cold start (spawn to first answer) | {a['cold_start_s']:.1f} s | {b['cold_start_s']:.1f} s |",
+              f"| cold start (spawn to first answer), first start: the version fetched | {a['cold_start_s']:.1f} s | {b['cold_start_s']:.1f} s |",
+              f"| cold start, the version already in the workspace's model cache | {a['cold_start_cached_s']:.1f} s | |",
               f"| idle memory (RSS, process tree), after start | {a['idle_mb']:.0f} MB | {b['idle_mb']:.0f} MB |",
               f"| idle memory after the load | {a['idle_mb_after_load']:.0f} MB | {b['idle_mb_after_load']:.0f} MB |"]
     sh = res["shadow"]

@@ -20,7 +20,8 @@ __all__ = ['Scenario', 'Family', 'Sensitive', 'NumericTest', 'CategoricalTest', 
            'SplitConfig', 'ValidationConfig', 'AnalysisConfig', 'FeaturesConfig', 'TuningConfig', 'TrainingConfig',
            'Bound', 'ChampionGate', 'GatesConfig', 'RegistryConfig', 'ServingConfig', 'DriftConfig', 'MonitoringConfig',
            'RetrainingConfig', 'PipelineConfig', 'ConfigError', 'validate_config', 'apply_overrides', 'data_overrides',
-           'name_from_path', 'load_config', 'safe_url', 'dump_config', 'quiet_mlflow', 'config_reference']
+           'name_from_path', 'load_config', 'safe_url', 'dump_config', 'quiet_mlflow', 'sqlalchemy_url',
+           'config_reference']
 
 # %% ../nbs/api/00_config.ipynb #bf4efb1d
 def _one_item_lists(model: type[BaseModel], data):
@@ -495,6 +496,11 @@ def quiet_mlflow() -> None:
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # ... and at each download
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # no "View run at" links (a tracking server's) on stdout
     for name in ("mlflow", "alembic"): logging.getLogger(name).setLevel(logging.WARNING)  # ... and set here if it already was
+
+# %% ../nbs/api/00_config.ipynb #c65eeab3
+def sqlalchemy_url(url: str) -> str:
+    "A database URL as SQLAlchemy takes it: a bare `postgresql://` (MLflow's and Optuna's spelling) gets the psycopg 3 driver."
+    return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
 
 # %% ../nbs/api/00_config.ipynb #e5f8a249
 def config_reference(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> list[tuple[str, str, str]]:

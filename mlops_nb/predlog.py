@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .config import PipelineConfig
+from .config import PipelineConfig, sqlalchemy_url
 
 # %% auto #0
 __all__ = ['META_COLUMNS', 'DEFAULT_LOG_FILE', 'TABLE_SUFFIXES', 'log_url', 'proba_column', 'log_columns', 'create_log_tables',
@@ -30,7 +30,7 @@ _NUMERIC = {"double", "float", "long", "integer"}
 def log_url(cfg: PipelineConfig) -> str:
     "The prediction log's SQLAlchemy URL: `serving.log_url`, else SQLite in the workspace."
     url = cfg.serving.log_url or f"sqlite:///{cfg.workspace_path / DEFAULT_LOG_FILE}"
-    return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
+    return sqlalchemy_url(url)
 
 # %% ../nbs/api/13_predlog.ipynb #c79440a3
 def proba_column(label) -> str:

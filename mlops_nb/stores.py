@@ -12,7 +12,7 @@ import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import PipelineConfig, safe_url
+from .config import PipelineConfig, safe_url, sqlalchemy_url
 from .registry import STORE_TIMEOUT_S, http_problem
 
 # %% auto #0
@@ -68,8 +68,7 @@ def _ping_sql(url: str, timeout: float) -> str:
         url, args = f"sqlite:///file:{path}?mode=ro&uri=true", {"timeout": timeout}
     elif url.startswith("postgresql"): args = {"connect_timeout": max(1, int(timeout))}
     else: args = {}
-    if url.startswith("postgresql://"): url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    eng = sa.create_engine(url, connect_args=args, poolclass=sa.pool.NullPool)
+    eng = sa.create_engine(sqlalchemy_url(url), connect_args=args, poolclass=sa.pool.NullPool)
     try:
         with eng.connect() as con: con.execute(sa.text("SELECT 1"))
         return ""
