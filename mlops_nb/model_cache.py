@@ -6,7 +6,7 @@ Docs: https://mlops-nb.github.io/mlops-nb/api/model_cache.html.md"""
 
 # %% auto #0
 __all__ = ['SQL_SCHEMES', 'REST_TIMEOUT_S', 'CACHE_DIR', 'SERVED_JSON', 'FETCH_TIMEOUT_S', 'VersionRef', 'AliasReader',
-           'cache_path', 'fetch_version', 'main', 'trusted_types', 'load_cached', 'ModelSource']
+           'cache_path', 'fetch_version', 'main', 'trusted_types', 'load_cached', 'ModelSource', 'stage_for_serving']
 
 # %% ../nbs/api/12_model_cache.ipynb #9a92fa0e
 import hashlib
@@ -205,10 +205,13 @@ class ModelSource:
         dest = cache_path(self.cfg, ref)
         if (dest / SERVED_JSON).is_file(): return dest
         env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-        r = subprocess.run([sys.executable, "-m", "mlops_nb.model_cache", self.cfg.tracking, ref.name, ref.version, str(dest)],
-                           capture_output=True, text=True, env=env, timeout=FETCH_TIMEOUT_S)
-        if r.returncode != 0:
-            why = (r.stderr.strip().splitlines() or ["no message"])[-1]
+        child = subprocess.Popen([sys.executable, "-m", "mlops_nb.model_cache", self.cfg.tracking, ref.name, ref.version,
+                                  str(dest)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        import skops.io, mlops_nb.training  # what loading needs, imported while the child downloads (a faster cold start)
+        try: _, err = child.communicate(timeout=FETCH_TIMEOUT_S)
+        except subprocess.TimeoutExpired: child.kill(); child.wait(); err = f"no answer in {FETCH_TIMEOUT_S:.0f} s"
+        if child.returncode != 0:
+            why = (err.strip().splitlines() or ["no message"])[-1]
             raise ValueError(f"could not fetch model '{ref.name}' v{ref.version} from {self.cfg.tracking}: {why}")
         return dest
 
@@ -216,3 +219,15 @@ class ModelSource:
         "(version, fitted model, `served.json`) of the version `alias` points at; None when the alias is not set."
         ref = self.version(name, alias)
         return None if ref is None else (ref, *load_cached(self.fetch(ref)))
+
+# %% ../nbs/api/12_model_cache.ipynb #768a8949
+def stage_for_serving(cfg: PipelineConfig, # the pipeline config (tracking URI, workspace)
+                      name: str, # registered model name
+                      aliases: tuple[str, ...] = ("champion", "challenger"), # the versions servers load
+                     ) -> list[Path]:
+    "Fetch the versions `aliases` point at into the workspace cache in this process, so servers start from the cache."
+    src, out = ModelSource(cfg), []
+    for ref in filter(None, (src.version(name, a) for a in aliases)):
+        dest = cache_path(cfg, ref)
+        out.append(dest if (dest / SERVED_JSON).is_file() else fetch_version(cfg.tracking, name, ref.version, dest))
+    return out
