@@ -461,7 +461,7 @@ def retrain(since: Optional[str] = typer.Option(None, "--since", help="window st
     except (ValueError, FileNotFoundError) as e: _fail(" ".join(str(e).split()), 1)
     if as_json: _print_json(d)
     else: typer.echo("\n".join(_decision_lines(d)))
-    if d["action"] == "retrain" and d["promoted"] is False and "failed at" in d["reason"]: raise typer.Exit(1)
+    if d["action"] == "retrain" and d["run_status"] not in (None, "succeeded"): raise typer.Exit(1)
 
 # %% ../nbs/api/11_cli.ipynb #7f1c1679
 @app.command()

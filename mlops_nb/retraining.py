@@ -185,6 +185,7 @@ class Decision(Record):
     labels_since: int = 0  # labelled rows logged since then
     window: dict = field(default_factory=dict)  # rows, reference_rows, new_rows, snapshot_id, missing columns
     run_id: str | None = None  # the pipeline run of a re-training
+    run_status: str | None = None  # its status: `succeeded`, or `failed` / `interrupted` (then nothing was promoted)
     version: str | None = None  # the version it registered
     promoted: bool | None = None  # did the gates make it champion
     monitor: dict = field(default_factory=dict)  # the window's figures: rows, labelled_rows, share_drifted, realised, estimated
@@ -313,7 +314,7 @@ def run_window(cfg: PipelineConfig, facts: ChampionFacts, log: pd.DataFrame, d: 
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         summary = run_pipeline(run_cfg, **({"echo": echo} if echo else {}))
     model = summary.get("model") or {}
-    d.run_id, d.version, d.promoted = summary["run_id"], model.get("version"), bool(model.get("promoted"))
+    d.run_id, d.run_status, d.version, d.promoted = summary["run_id"], summary["status"], model.get("version"), bool(model.get("promoted"))
     if summary["status"] != "succeeded":
         failed = next((s for s in summary["stages"] if s["status"] == "failed"), {})
         d.promoted, d.reason = False, f"{d.reason}; the re-training run {d.run_id} failed at {failed.get('name')}: {failed.get('error')}"
