@@ -41,7 +41,7 @@ test-nbs: setup
 	$(BIN)/nbdev-test --n-workers 2 --timing
 
 test-py: setup
-	$(BIN)/pytest tests -q -n 2 --dist loadfile
+	$(BIN)/pytest tests -q -n 2 --dist loadfile --durations=15
 
 docs: setup  # nbdev's docs processing (nbdev-proc-nbs) without its Quarto download; nbdev-docs where Quarto exists
 	$(BIN)/python tools/proc_docs.py
