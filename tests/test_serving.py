@@ -354,3 +354,23 @@ def test_serve_without_a_model_or_with_a_bad_setting_says_why(tmp_path):
     assert r.returncode == 2 and "serving.max_rows" in r.stderr
     r = mlops("serve", "--workspace", tmp_path, "-p", "serving.shadow=true", "-p", "serving.ab_share=0.5", timeout=120)
     assert r.returncode == 2 and "exclusive" in r.stderr
+
+
+def test_workers_fetch_the_champion_once_and_all_answer(demo_run, rows, tmp_path):
+    "`--workers 2` on an empty model cache: both processes load the champion, one fetch lands, nothing half-written stays."
+    import psutil
+    ws = copy_workspace(demo_run[0], tmp_path / "ws")
+    s = Server(ws, "serving.workers=2", "serving.reload_interval_s=0")
+    try:
+        deadline = time.time() + 120  # uvicorn's supervisor, then two workers that each build the service
+        while time.time() < deadline and len([p for p in psutil.Process(s.proc.pid).children(recursive=True)
+                                              if "python" in p.name() and p.status() != psutil.STATUS_ZOMBIE]) < 2:
+            time.sleep(0.2)
+        answers = [s.call("POST", "/predict", {"records": records(rows.head(2))}, headers={"Connection": "close"})
+                   for _ in range(20)]  # a new connection each time: the kernel spreads them over the workers
+        assert all(status == 200 and out["model"]["role"] == "champion" for status, out in answers), answers[:2]
+        fetched = list((ws / "serving" / "models").rglob("served.json"))
+        assert len(fetched) == 1, fetched
+        assert sorted(p.name for p in fetched[0].parent.parent.iterdir()) == [fetched[0].parent.name], "no temporary folders left"
+    finally:
+        assert s.stop() == 0
