@@ -1,4 +1,4 @@
-"""Registered versions for serving without MLflow in the server process: alias reads straight from the registry's store, each version fetched once into the workspace by a short-lived process, loaded with the package's own trusted types
+"""Registered versions for serving without MLflow in the server process: alias reads straight from the registry's store, each version installed once in the workspace, loaded with the package's own trusted types
 
 Docs: https://mlops-nb.github.io/mlops-nb/api/model_cache.html.md"""
 
@@ -6,7 +6,8 @@ Docs: https://mlops-nb.github.io/mlops-nb/api/model_cache.html.md"""
 
 # %% auto #0
 __all__ = ['SQL_SCHEMES', 'REST_TIMEOUT_S', 'CACHE_DIR', 'SERVED_JSON', 'FETCH_TIMEOUT_S', 'VersionRef', 'AliasReader',
-           'cache_path', 'fetch_version', 'main', 'trusted_types', 'load_cached', 'ModelSource', 'stage_for_serving']
+           'cache_path', 'served_json', 'install', 'fetch_version', 'LocalVersion', 'main', 'trusted_types',
+           'load_cached', 'ModelSource', 'stage_for_serving']
 
 # %% ../nbs/api/12_model_cache.ipynb #9a92fa0e
 import hashlib
@@ -123,40 +124,86 @@ def cache_path(cfg: PipelineConfig, ref: VersionRef) -> Path:
     return cfg.workspace_path / CACHE_DIR / digest(cfg.tracking) / f"{safe}-{digest(ref.name)}" / ref.key
 
 # %% ../nbs/api/12_model_cache.ipynb #147e3664
-def _served_facts(client, name: str, version: str, mlmodel: Path) -> dict:
-    "`served.json`: input fields (from the signature), the model file and format, and what `/metadata` says."
-    from mlflow.models import Model
-    m = Model.load(mlmodel)
-    if m.signature is None or m.signature.inputs is None:
-        raise ValueError(f"model '{name}' v{version} has no input signature: log it with one (training.log_model does)")
-    flavor = m.flavors.get("sklearn", {})
-    mv = client.get_model_version(name, version)
-    tags, run_tags = mv.tags or {}, (client.get_run(mv.run_id).data.tags if mv.run_id else {})
-    return {"fields": {c.name: str(c.type.name if hasattr(c.type, "name") else c.type) for c in m.signature.inputs.inputs},
+def served_json(name: str, version: str, run_id: str | None, # the version, and the run that logged it
+                files: Path, # the version's folder (holds `MLmodel`)
+                version_tags: dict, run_tags: dict, # tags of the version (gates) and of its run (snapshot)
+               ) -> dict:
+    "`served.json`: input fields (from the signature in `MLmodel`), the model file and format, and what `/metadata` says."
+    import yaml
+    mlmodel = yaml.safe_load((files / "MLmodel").read_text())
+    inputs = (mlmodel.get("signature") or {}).get("inputs")
+    if not inputs: raise ValueError(f"model '{name}' v{version} has no input signature: log it with one (training.log_model does)")
+    flavor = (mlmodel.get("flavors") or {}).get("sklearn", {})
+    return {"fields": {c["name"]: c["type"] for c in json.loads(inputs)},
             "model_file": flavor.get("pickled_model"), "format": flavor.get("serialization_format"),
-            "facts": {"name": name, "version": version, "run_id": mv.run_id, "snapshot_id": run_tags.get("snapshot_id"),
-                      "passed": tags.get("passed"), "reason": tags.get("reason"), "gates": json.loads(tags.get("gates", "[]"))}}
+            "facts": {"name": name, "version": version, "run_id": run_id, "snapshot_id": run_tags.get("snapshot_id"),
+                      "passed": version_tags.get("passed"), "reason": version_tags.get("reason"),
+                      "gates": json.loads(version_tags.get("gates", "[]"))}}
+
+def install(dest: Path, # the version's cache folder (`cache_path`)
+            fill, # fill(folder) -> the folder holding the version's files and `served.json` (inside `folder`)
+           ) -> Path:
+    "Make `dest` atomically: `fill` works in a temporary folder beside it, which is then renamed."
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))  # same file system: the rename is atomic
+    try:
+        files = fill(tmp)
+        try: os.rename(files, dest)
+        except OSError:  # another server process installed it first: the same files
+            if not (dest / SERVED_JSON).is_file(): raise
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 def fetch_version(tracking_uri: str, # MLflow tracking URI of the registry
                   name: str, # registered model name
                   version: str, # its version
                   dest: Path, # the version's cache folder (`cache_path`)
                  ) -> Path:
-    "Download `name` v`version` with MLflow's client into `dest`, with `served.json`; atomic (runs in a child process)."
+    "Download `name` v`version` with MLflow's client into `dest`, with `served.json` (the child process's work)."
     from mlflow.artifacts import download_artifacts
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))  # same file system: the rename is atomic
-    try:
-        src = client.get_model_version_download_uri(name, version)
-        files = Path(download_artifacts(artifact_uri=src, dst_path=str(tmp), tracking_uri=tracking_uri))
-        (files / SERVED_JSON).write_text(json.dumps(_served_facts(client, name, version, files / "MLmodel")))
-        try: os.rename(files, dest)
-        except OSError:  # another server process fetched it first: the same files
-            if not (dest / SERVED_JSON).is_file(): raise
-    finally: shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+    def fill(tmp: Path) -> Path:
+        files = Path(download_artifacts(artifact_uri=client.get_model_version_download_uri(name, version),
+                                        dst_path=str(tmp), tracking_uri=tracking_uri))
+        mv = client.get_model_version(name, version)
+        run_tags = client.get_run(mv.run_id).data.tags if mv.run_id else {}
+        (files / SERVED_JSON).write_text(json.dumps(served_json(name, version, mv.run_id, files, mv.tags or {}, run_tags)))
+        return files
+    return install(dest, fill)
+
+# %% ../nbs/api/12_model_cache.ipynb #548bdb37
+@dataclass
+class LocalVersion:
+    "A version whose files are on this machine, with the registry's tags: installed by a copy, no MLflow needed."
+    name: str
+    version: str
+    run_id: str | None
+    files: Path
+    version_tags: dict
+    run_tags: dict
+
+    def copy_into(self, tmp: Path) -> Path:
+        "`install`'s `fill`: the version's folder copied into `tmp`, with `served.json`."
+        files = Path(shutil.copytree(self.files, tmp / "files"))
+        (files / SERVED_JSON).write_text(json.dumps(served_json(self.name, self.version, self.run_id, files,
+                                                                self.version_tags, self.run_tags)))
+        return files
+
+def _local_version(self: AliasReader, name: str, version: str) -> LocalVersion | None:
+    "The version's files and tags when the store is SQL and its artifacts are a folder on this machine; else None."
+    if self.kind != "sql": return None
+    rows = self._sql("SELECT storage_location, run_id FROM model_versions WHERE name = :name AND version = :version",
+                     name=name, version=int(version))
+    loc, run_id = rows[0] if rows else (None, None)
+    path = Path(urllib.parse.unquote(urllib.parse.urlparse(loc).path)) if loc and loc.startswith(("file:", "/")) else None
+    if path is None or not (path / "MLmodel").is_file(): return None  # elsewhere (S3, a moved folder): MLflow's client
+    tags = lambda q, **p: {k: v for k, v in self._sql(q, **p)}
+    return LocalVersion(name, version, run_id, path,
+                        tags("SELECT key, value FROM model_version_tags WHERE name = :name AND version = :version",
+                             name=name, version=int(version)),
+                        tags("SELECT key, value FROM tags WHERE run_uuid = :run", run=run_id) if run_id else {})
+AliasReader.local_version = _local_version
 
 # %% ../nbs/api/12_model_cache.ipynb #ff24f91c
 def main(argv: list[str] | None = None) -> None:
@@ -201,9 +248,10 @@ class ModelSource:
     def version(self, name: str, alias: str) -> VersionRef | None: return self.reader.version(name, alias)
 
     def fetch(self, ref: VersionRef) -> Path:
-        "The cache folder of `ref`, fetched by a child process (MLflow's client) unless it is there already."
+        "The cache folder of `ref`: there already, else copied from this machine's artifact store, else fetched by a child."
         dest = cache_path(self.cfg, ref)
         if (dest / SERVED_JSON).is_file(): return dest
+        if (local := self.reader.local_version(ref.name, ref.version)) is not None: return install(dest, local.copy_into)
         env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
         child = subprocess.Popen([sys.executable, "-m", "mlops_nb.model_cache", self.cfg.tracking, ref.name, ref.version,
                                   str(dest)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
