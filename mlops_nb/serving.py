@@ -356,7 +356,7 @@ def _log_rows(self: Service, jobs, cols, sm: ServedModel, role: str, preds, prob
 Service._log_rows = _log_rows
 
 # %% ../nbs/api/12_serving.ipynb #b80839b7
-SHADOW_NICE = 19  # the lowest priority: the shadow gets the CPU the champion leaves; when busy it falls behind, counting what it skips
+SHADOW_NICE = 19  # lowest priority: the shadow gets only the CPU the champion leaves (when busy, it skips and counts)
 SHADOW_QUEUE = 256  # champion batches waiting for the shadow process; beyond, the shadow skips them and counts the rows
 SHADOW_MAX_ROWS = 4096  # the shadow scores what queued while it was busy in one call: one transform instead of many
 
