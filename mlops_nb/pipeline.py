@@ -1094,14 +1094,6 @@ def _kept_stages(previous: dict, chosen: list[Stage], run_dir: Path) -> dict[str
 def _has_runs(cfg: PipelineConfig) -> bool:
     return any((cfg.workspace_path / "runs").glob("*/config.yaml"))
 
-def _create_optuna_store(cfg: PipelineConfig) -> None:
-    "Create a new workspace's Optuna database under its lock: two first runs would race on creating its tables."
-    url = cfg.optuna_storage
-    if not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).exists(): return
-    from mlops_nb.registry import store_lock
-    from mlops_nb.tuning import open_storage
-    with store_lock(url): open_storage(url)
-
 def _usable(run_dir: Path, names: list[str]) -> dict[str, dict] | None:
     "The records of stages `names` in a run, when each is done with its products intact; else None."
     p = Path(run_dir) / "summary.json"
@@ -1162,7 +1154,6 @@ def run_pipeline(cfg: PipelineConfig, # the validated configuration
         client = open_store(cfg.tracking, has_history=_has_runs(cfg))  # a damaged store stops here, creating nothing
         from mlops_nb.stores import stores_line
         echo(stores_line(cfg))  # the stores in use, once they opened (a damaged one is the only line said)
-        if any(s.name == "tune" for s in chosen): _create_optuna_store(cfg)
         run_dir = prepare_run(cfg, run_id)
         try: lock = file_lock(run_dir / RUN_LOCK, timeout_s=0, what=f"run {run_id}")
         except TimeoutError: raise ValueError(f"run {run_id} is already running in another process") from None
