@@ -44,9 +44,9 @@ __all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'MONITOR_NOTEBOOK', 'EXPERIMENT_
            'remove_stale_kernel_files', 'Interrupted', 'stop_signal', 'signals_interrupt', 'exit_code', 'run_alive',
            'notebook_modules', 'kernel_modules', 'SpareKernel', 'stop_kernel', 'join_stopping', 'serve_forks',
            'ForkedProcess', 'kernel_python', 'ForkServer', 'ForkProvisioner', 'fork_server', 'close_open_runs',
-           'reap_dead_runs', 'mark_latest', 'latest_resumable', 'resume_helps', 'stage_timing', 'run_stage',
-           'finish_stage', 'file_digest', 'notebook_digest', 'config_part', 'source_digest', 'stage_key', 'key_of',
-           'earlier_stages', 'plan_stage', 'run_pipeline', 'run_timing', 'process_age', 'init_project']
+           'reap_dead_runs', 'mark_latest', 'latest_resumable', 'resume_helps', 'stage_timing', 'import_papermill',
+           'run_stage', 'finish_stage', 'file_digest', 'notebook_digest', 'config_part', 'source_digest', 'stage_key',
+           'key_of', 'earlier_stages', 'plan_stage', 'run_pipeline', 'run_timing', 'process_age', 'init_project']
 
 # %% ../nbs/api/10_pipeline.ipynb #aa0a1c80
 @dataclass(frozen=True)
@@ -881,13 +881,19 @@ def stage_timing(nb_path: Path, # the executed notebook (papermill records each 
     imports, rest = (took[0], sum(took[1:])) if took else (0, 0)
     return {"kernel": round(max(seconds - imports - rest, 0), 2), "imports": round(imports, 2), "cells": round(rest, 2)}
 
+def import_papermill():
+    "papermill, imported without jsonschema's optional IRI format checker: `rfc3987_syntax` compiles a grammar on import (~1 s), and notebooks have no IRIs."
+    sys.modules.setdefault("rfc3987_syntax", None)  # None: its import fails, and jsonschema goes on without it
+    import papermill
+    return papermill
+
 def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: Path, client, experiment_id: str, parent_run_id: str,
               nb_dir: Path | None = None,
               reports=None, # an executor rendering the HTML report meanwhile (the caller then calls `finish_stage`); None: here
               km=None, # a started stage kernel to run in (a taken `SpareKernel`); None: papermill starts one
              ) -> dict:
     "Execute one stage notebook with papermill inside its own MLflow child run; return its status record, with `timing`."
-    import papermill as pm
+    pm = import_papermill()
     nb_dir = nb_dir or stages_dir(cfg)
     t0 = time.perf_counter()
     child = client.create_run(experiment_id, run_name=stage.name,
