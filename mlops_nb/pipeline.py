@@ -40,7 +40,7 @@ __all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'MONITOR_NOTEBOOK', 'EXPERIMENT_
            'Stage', 'notebook_parameters', 'check_stage_notebook', 'check_dag', 'packaged_stages_dir', 'stages_dir',
            'describe_stages', 'new_run_id', 'latest_run_dir', 'find_config', 'ensure_experiment', 'StageContext',
            'StageNotReady', 'quiet_stage', 'open_stage', 'prepare_run', 'build_summary', 'log_parent_run',
-           'render_html', 'IPCKernelManager', 'kill_stage_kernels', 'shutdown_stage_kernels',
+           'render_html', 'StageKernelClient', 'IPCKernelManager', 'kill_stage_kernels', 'shutdown_stage_kernels',
            'remove_stale_kernel_files', 'Interrupted', 'stop_signal', 'signals_interrupt', 'exit_code', 'run_alive',
            'notebook_modules', 'kernel_modules', 'SpareKernel', 'stop_kernel', 'join_stopping', 'serve_forks',
            'ForkedProcess', 'kernel_python', 'ForkServer', 'ForkProvisioner', 'fork_server', 'close_open_runs',
@@ -405,17 +405,39 @@ def render_html(nb_path: Path) -> Path:
     return out
 
 # %% ../nbs/api/10_pipeline.ipynb #f8589d67
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
+from traitlets import Type
 
 # quiet, machine-readable reports: no notebook progress widgets (the kernels have no ipywidgets) and no tqdm bars
 STAGE_KERNEL_ENV = {"PYTHONWARNINGS": "ignore:IProgress not found", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 KERNEL_FILE_PREFIX = "mlops-nb-kernel"  # `<prefix>-<runner pid>-<id>.json`: whose they are, so leftovers can be found
+
+class StageKernelClient(AsyncKernelClient):
+    "jupyter_client's async client whose readiness check drains IOPub without then waiting 0.2 s for a message that never comes."
+    async def wait_for_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+        while time.monotonic() < deadline:
+            self.kernel_info()
+            try: reply = await self.shell_channel.get_msg(timeout=1)
+            except queue.Empty: reply = None
+            if reply is not None and reply["msg_type"] == "kernel_info_reply":
+                try:
+                    await self.iopub_channel.get_msg(timeout=0.2)  # IOPub is connected once a message of the request arrives
+                    self._handle_kernel_info_reply(reply)
+                    while await self.iopub_channel.msg_ready(): await self.iopub_channel.get_msg()  # drain what came
+                    return
+                except queue.Empty: continue  # not yet: ask again
+            if not await self._async_is_alive(): raise RuntimeError("Kernel died before replying to kernel_info")
+        raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
+    _async_wait_for_ready = wait_for_ready
 
 class IPCKernelManager(AsyncKernelManager):
     "Stage kernels talk over local IPC sockets, not TCP (nothing listens on the network), with `STAGE_KERNEL_ENV` set."
     # async, as nbclient expects: its client then polls without blocking and notices a kernel that died
     live: set = set()  # kernels this process started: what a stage left running is shut down after it
     spares: set = set()  # of those, the ones started ahead for a later stage (`SpareKernel`): kept between stages
+    client_factory = Type(StageKernelClient, klass=AsyncKernelClient)  # papermill's client: ready 0.2 s sooner per stage
 
     def __init__(self, **kw):
         from jupyter_core.paths import jupyter_runtime_dir
@@ -786,7 +808,8 @@ class ForkProvisioner(LocalProvisioner):
     async def launch_kernel(self, cmd: list[str], **kw):
         server = FORK_SERVER[0] if FORK_SERVER else None
         if server is None or not server.serves(cmd): return await super().launch_kernel(cmd, **kw)
-        self.process = server.fork(cmd, kw["env"], kw.get("cwd") or os.getcwd())
+        try: self.process = server.fork(cmd, kw["env"], kw.get("cwd") or os.getcwd())
+        except (OSError, RuntimeError, ValueError): return await super().launch_kernel(cmd, **kw)  # the server died: a launched kernel
         self.pid = self.pgid = self.process.pid  # the kernel leads its own process group, as a launched one does
         self.cwd = kw.get("cwd") or os.getcwd()
         return self.connection_info
@@ -795,7 +818,8 @@ class ForkProvisioner(LocalProvisioner):
 def fork_server(modules: list[str], # what the stage kernels import (see `kernel_modules`)
                 first: tuple[str, ...] = FORK_FIRST, # imported before the first fork
                ):
-    "While the block runs, stage kernels are forked by a `ForkServer` that imported `modules` once."
+    "While the block runs, stage kernels are forked by a `ForkServer` that imported `modules` once (on Linux; elsewhere they are launched)."
+    if not sys.platform.startswith("linux"): yield None; return  # pidfds and PR_SET_PDEATHSIG are Linux's
     server = ForkServer(modules, first)
     FORK_SERVER.append(server)
     try: yield server
