@@ -23,16 +23,17 @@ SAME = ("snapshot_id", "metrics")  # results that must not change between the tw
 
 
 def run(tree: Path, ws: Path, extra: list[str]) -> tuple[float, dict]:
-    "One `mlops-nb run --json` with `tree` first on PYTHONPATH; its wall time and summary."
+    "One `mlops-nb run --json` with `tree` first on PYTHONPATH; its wall time and summary (with the load average before it)."
     args = [sys.executable, "-c", "from mlops_nb.cli import app; app()", "run", "--config", str(tree / "pipeline.yaml"),
             "-p", f"workspace={ws}", *[a for o in extra for a in ("-p", o)], "--json"]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     env.pop("MLOPS_NB_TRACKING_URI", None)
+    load = os.getloadavg()[0]  # the machine is shared: how busy it was when the run started
     t = time.perf_counter()
     r = subprocess.run(args, cwd=tree, env=env, capture_output=True, text=True)
     took = time.perf_counter() - t
     if r.returncode != 0: sys.exit(f"run in {tree} failed:\n{r.stderr[-3000:]}")
-    return took, json.loads(r.stdout)
+    return took, {**json.loads(r.stdout), "_load": load}
 
 
 def best(s: dict) -> dict:
@@ -78,9 +79,15 @@ def main():
     lines = [f"# Pipeline wall time: previous commit vs this checkout ({'small test profile' if a.small else 'full demo, make run config'})",
              "", f"Command: `python bench/run_pipeline.py --base {a.base}{' --small' if a.small else ''}` "
              f"(one process after the other, 2-core machine shared with other work; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
-             "", "| run | wall s | vs previous | stages reused | where the time went (s, summed over stages) |", "|---|---|---|---|---|"]
+             "", "| run | wall s | vs previous | load before | stages reused | where the time went (s, summed over stages) |",
+             "|---|---|---|---|---|---|"]
     ref = rows[0][1]
-    lines += [f"| {label} | {t:.1f} | {t / ref:.2f}x | {cached(s)} | {where(s)} |" for label, t, s in rows]
+    lines += [f"| {label} | {t:.1f} | {t / ref:.2f}x | {s['_load']:.1f} | {cached(s)} | {where(s)} |" for label, t, s in rows]
+    lines += ["", "Load before: the machine's 1-minute load average when the run started (2 cores; other work shares them). "
+              "Where the time went: `start` is the process's start up to the run (interpreter, imports, configuration), "
+              "`runner` the runner's own time (opening the stores, MLflow runs, between stages, the end), `wait` the "
+              "stages' wait for their kernel; `render` runs in the background, off the critical path. The rest of the "
+              "wall time is the process's exit."]
     lines += ["", f"Same results in every run: snapshot {s0['snapshot_id']}, best trial {b0}, test metrics "
               + ", ".join(f"{k}={v:.4f}" for k, v in s0["metrics"].items() if isinstance(v, (int, float))) + "."]
     Path(a.out).write_text("\n".join(lines) + "\n")

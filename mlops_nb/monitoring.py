@@ -530,9 +530,9 @@ def run_report(cfg: PipelineConfig, # the pipeline config
               ) -> dict:
     "Execute the monitor notebook with papermill; return `{report, notebook, html}` (the report as `MonitorReport.to_dict()`)."
     import json
-    import papermill as pm
     from mlops_nb.config import dump_config
-    from mlops_nb.pipeline import new_run_id, render_html, shutdown_stage_kernels
+    from mlops_nb.pipeline import import_papermill, new_run_id, render_html, shutdown_stage_kernels
+    pm = import_papermill()
     out = Path(out_dir or cfg.workspace_path / "monitoring" / new_run_id())
     out.mkdir(parents=True, exist_ok=True)
     w, nb = (window or default_window(cfg)).to_dict(), out / "monitor.ipynb"

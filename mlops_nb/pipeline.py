@@ -35,16 +35,18 @@ from .data import write_json
 # %% auto #0
 __all__ = ['DAG', 'STAGE', 'RUNNER_PARAMETERS', 'MONITOR_NOTEBOOK', 'EXPERIMENT_TAGS', 'UNLOGGED_SUFFIXES', 'PARENT_SETTINGS',
            'STAGE_KERNEL_ENV', 'KERNEL_FILE_PREFIX', 'RUN_LOCK', 'STOP', 'WARM_TIMEOUT_S', 'WARM_ALWAYS', 'STOPPING',
-           'FIX_FIRST_ERRORS', 'VOLATILE_KEYS', 'SIDE_EFFECT_STAGES', 'WORKSPACE_KEYS', 'SERVICE_KEYS', 'FIRST_READER',
-           'DONE', 'SPARES_AHEAD', 'PROJECT_HEADER', 'Stage', 'notebook_parameters', 'check_stage_notebook',
-           'check_dag', 'packaged_stages_dir', 'stages_dir', 'describe_stages', 'new_run_id', 'latest_run_dir',
-           'find_config', 'ensure_experiment', 'StageContext', 'StageNotReady', 'quiet_stage', 'open_stage',
-           'prepare_run', 'build_summary', 'log_parent_run', 'render_html', 'IPCKernelManager', 'kill_stage_kernels',
-           'shutdown_stage_kernels', 'remove_stale_kernel_files', 'Interrupted', 'stop_signal', 'signals_interrupt',
-           'exit_code', 'run_alive', 'notebook_modules', 'SpareKernel', 'stop_kernel', 'join_stopping',
-           'close_open_runs', 'reap_dead_runs', 'mark_latest', 'latest_resumable', 'resume_helps', 'stage_timing',
+           'FORK_FIRST', 'PR_SET_PDEATHSIG', 'FORK_SERVER', 'FIX_FIRST_ERRORS', 'VOLATILE_KEYS', 'SIDE_EFFECT_STAGES',
+           'WORKSPACE_KEYS', 'SERVICE_KEYS', 'FIRST_READER', 'DONE', 'ON_PATH', 'SPARES_AHEAD', 'PROJECT_HEADER',
+           'Stage', 'notebook_parameters', 'check_stage_notebook', 'check_dag', 'packaged_stages_dir', 'stages_dir',
+           'describe_stages', 'new_run_id', 'latest_run_dir', 'find_config', 'ensure_experiment', 'StageContext',
+           'StageNotReady', 'quiet_stage', 'open_stage', 'prepare_run', 'build_summary', 'log_parent_run',
+           'render_html', 'StageKernelClient', 'IPCKernelManager', 'kill_stage_kernels', 'shutdown_stage_kernels',
+           'remove_stale_kernel_files', 'Interrupted', 'stop_signal', 'signals_interrupt', 'exit_code', 'run_alive',
+           'notebook_modules', 'kernel_modules', 'SpareKernel', 'stop_kernel', 'join_stopping', 'serve_forks',
+           'ForkedProcess', 'kernel_python', 'ForkServer', 'ForkProvisioner', 'fork_server', 'close_open_runs',
+           'reap_dead_runs', 'mark_latest', 'latest_resumable', 'resume_helps', 'stage_timing', 'import_papermill',
            'run_stage', 'finish_stage', 'file_digest', 'notebook_digest', 'config_part', 'source_digest', 'stage_key',
-           'key_of', 'earlier_stages', 'plan_stage', 'run_pipeline', 'run_timing', 'init_project']
+           'key_of', 'earlier_stages', 'plan_stage', 'run_pipeline', 'run_timing', 'process_age', 'init_project']
 
 # %% ../nbs/api/10_pipeline.ipynb #aa0a1c80
 @dataclass(frozen=True)
@@ -403,17 +405,39 @@ def render_html(nb_path: Path) -> Path:
     return out
 
 # %% ../nbs/api/10_pipeline.ipynb #f8589d67
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
+from traitlets import Type
 
 # quiet, machine-readable reports: no notebook progress widgets (the kernels have no ipywidgets) and no tqdm bars
 STAGE_KERNEL_ENV = {"PYTHONWARNINGS": "ignore:IProgress not found", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 KERNEL_FILE_PREFIX = "mlops-nb-kernel"  # `<prefix>-<runner pid>-<id>.json`: whose they are, so leftovers can be found
+
+class StageKernelClient(AsyncKernelClient):
+    "jupyter_client's async client whose readiness check drains IOPub without then waiting 0.2 s for a message that never comes."
+    async def wait_for_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+        while time.monotonic() < deadline:
+            self.kernel_info()
+            try: reply = await self.shell_channel.get_msg(timeout=1)
+            except queue.Empty: reply = None
+            if reply is not None and reply["msg_type"] == "kernel_info_reply":
+                try:
+                    await self.iopub_channel.get_msg(timeout=0.2)  # IOPub is connected once a message of the request arrives
+                    self._handle_kernel_info_reply(reply)
+                    while await self.iopub_channel.msg_ready(): await self.iopub_channel.get_msg()  # drain what came
+                    return
+                except queue.Empty: continue  # not yet: ask again
+            if not await self._async_is_alive(): raise RuntimeError("Kernel died before replying to kernel_info")
+        raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
+    _async_wait_for_ready = wait_for_ready
 
 class IPCKernelManager(AsyncKernelManager):
     "Stage kernels talk over local IPC sockets, not TCP (nothing listens on the network), with `STAGE_KERNEL_ENV` set."
     # async, as nbclient expects: its client then polls without blocking and notices a kernel that died
     live: set = set()  # kernels this process started: what a stage left running is shut down after it
     spares: set = set()  # of those, the ones started ahead for a later stage (`SpareKernel`): kept between stages
+    client_factory = Type(StageKernelClient, klass=AsyncKernelClient)  # papermill's client: ready 0.2 s sooner per stage
 
     def __init__(self, **kw):
         from jupyter_core.paths import jupyter_runtime_dir
@@ -424,6 +448,9 @@ class IPCKernelManager(AsyncKernelManager):
     async def _async_pre_start_kernel(self, **kw):
         kw["env"] = {**(kw.get("env") or os.environ), **STAGE_KERNEL_ENV}
         IPCKernelManager.live.add(self)
+        if self.provisioner is None:  # forked by the running pipeline's `ForkServer`, if there is one
+            self.kernel_id = self.kernel_id or kw.pop("kernel_id", str(uuid.uuid4()))
+            self.provisioner = ForkProvisioner(kernel_id=self.kernel_id, kernel_spec=self.kernel_spec, parent=self)
         return await super()._async_pre_start_kernel(**kw)
 
 def _kernel_process(km):
@@ -544,6 +571,12 @@ def notebook_modules(path: str | Path) -> list[str]:
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level: mods.append(node.module)
     return list(dict.fromkeys(mods))
 
+def kernel_modules(stages: list[Stage], # the stages whose kernels import them
+                   nb_dir: Path, # the folder of their notebooks
+                  ) -> list[str]:
+    "What the kernels of `stages` import, in the order they need it: each notebook's imports, then `WARM_ALWAYS`."
+    return list(dict.fromkeys([m for s in stages for m in notebook_modules(Path(nb_dir) / s.notebook)] + list(WARM_ALWAYS)))
+
 def _warm_code(modules: list[str]) -> str:
     "Import `modules` in a kernel without binding a name in the notebook's namespace (a helper function, deleted after)."
     return (f"def _mlops_nb_warm():\n    import importlib\n    for m in {modules!r}:\n"
@@ -625,6 +658,172 @@ def join_stopping(timeout: float = 15) -> None:
     "Wait for the kernels being shut down in the background (a run ends with no kernel of its own left)."
     while STOPPING: STOPPING.pop().join(timeout)
 
+# %% ../nbs/api/10_pipeline.ipynb #261b1840
+import atexit
+import ctypes
+import gc
+import importlib
+import select
+import socket
+import subprocess
+from jupyter_client.provisioning import LocalProvisioner
+
+FORK_FIRST = ("ipykernel.kernelapp",)  # what every kernel imports: the server has it before it forks one
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal Linux sends a process when its parent dies
+
+def _die_with_parent(parent: int) -> None:
+    "Have Linux kill this process when its parent dies (`kill -9` of the runner included); exit now if it has already."
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent: os._exit(1)
+
+def _serve(sock: socket.socket, modules: list[str]) -> dict | None:
+    "The fork server's loop: import `modules` one by one and, between two imports, fork a process per request."
+    todo, buf = list(modules), b""
+    while True:
+        if not select.select([sock], [], [], 0 if todo else None)[0]:  # no request waiting: import the next module
+            try: importlib.import_module(todo.pop(0))
+            except Exception: pass  # the stage's own import says why
+            continue
+        chunk = sock.recv(1 << 16)
+        if not chunk: return None  # the runner closed the socket or died: the server ends, its kernels with it
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            gc.freeze()  # the kernel's garbage collections then leave the objects it shares with the server alone (no copying)
+            pid = os.fork()
+            if pid == 0: sock.close(); return json.loads(line)  # the child becomes the kernel the request asks for
+            sock.sendall(f"{pid}\n".encode())
+
+def _become_kernel(req: dict) -> None:
+    "In a forked child: start the kernel `req` describes (argv, env, cwd) as `python -m ipykernel_launcher` would; `before`: the server's environment before its imports."
+    server = os.getppid()
+    os.setsid()  # its own process group, as jupyter_client starts kernels: an interrupt reaches the kernel's children too
+    _die_with_parent(server)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL); signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.chdir(req["cwd"])
+    added = {k: v for k, v in os.environ.items() if k not in req["before"]}  # what the server's imports set, as a kernel's own would
+    os.environ.clear(); os.environ.update({**added, **req["env"], "JPY_PARENT_PID": str(server)})
+    sys.argv = req["argv"]
+    if sys.path and sys.path[0] == "": del sys.path[0]  # as ipykernel_launcher does; the kernel puts the cwd back
+    from ipykernel import kernelapp
+    kernelapp.launch_new_instance()
+
+def serve_forks(fd: int, # the server's end of the runner's socket
+                runner: int, # the runner's pid: the server dies with it
+                first: list[str], # imported before the first fork
+                modules: list[str], # imported next, in order, between forks
+               ) -> None:
+    "The main program of a fork server process (see `ForkServer`)."
+    _die_with_parent(runner)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # Linux reaps the forked kernels; the runner sees their end by pidfd
+    # what modules read from the environment at import: ipykernel its parent (this server), matplotlib its backend
+    os.environ.update(JPY_PARENT_PID=str(os.getpid()), MPLBACKEND=os.environ.get("MPLBACKEND") or "module://matplotlib_inline.backend_inline")
+    before = set(os.environ)
+    for m in first: importlib.import_module(m)
+    req = _serve(socket.socket(fileno=fd), modules)
+    if req is not None: _exit_after(_become_kernel, {**req, "before": before})
+
+def _exit_after(kernel: Callable, req: dict) -> None:
+    "Run a forked kernel, then exit as the interpreter would, less tearing down every module it shares with the server."
+    code = 1
+    try: kernel(req); code = 0
+    except SystemExit as e: code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    except BaseException: traceback.print_exc()
+    finally:
+        threading._shutdown(); atexit._run_exitfuncs()  # what `Py_Finalize` runs first: threads joined, exit handlers
+        sys.stdout.flush(); sys.stderr.flush()
+        os._exit(code)  # the teardown skipped touches (so copies) all the server's memory: ~1 s per kernel
+
+# %% ../nbs/api/10_pipeline.ipynb #7a92c4d6
+class ForkedProcess:
+    "The runner's handle on a kernel the fork server forked (its child, not the runner's): `Popen`'s poll, wait and signals, by pidfd."
+    stdin = stdout = stderr = None
+
+    def __init__(self, pid: int):
+        self.pid, self.returncode, self._sig = pid, None, 0
+        self._fd = os.pidfd_open(pid)  # names this process, not a later one reusing its pid
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self._fd], [], [], 0)[0]:
+            os.close(self._fd)
+            self.returncode = -self._sig  # its exit status went to the server: 0, or minus the signal the runner sent
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None and not select.select([self._fd], [], [], timeout)[0]:
+            raise subprocess.TimeoutExpired(f"kernel {self.pid}", timeout)
+        return self.poll()
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is not None: return
+        try: signal.pidfd_send_signal(self._fd, sig); self._sig = self._sig or sig
+        except ProcessLookupError: pass  # it has just exited
+
+    def kill(self) -> None: self.send_signal(signal.SIGKILL)
+    def terminate(self) -> None: self.send_signal(signal.SIGTERM)
+
+def kernel_python(kernel_name: str = "python3") -> list[str]:
+    "The interpreter and its options the kernel spec starts kernels with (what comes before `-m ipykernel_launcher`)."
+    from jupyter_client.kernelspec import KernelSpecManager
+    argv = KernelSpecManager().get_kernel_spec(kernel_name).argv
+    return argv[:argv.index("-m")] if "-m" in argv else [sys.executable]
+
+class ForkServer:
+    "A process that imports the stage kernels' modules once, then forks each stage a fresh kernel that has them (a 'zygote')."
+    def __init__(self, modules: list[str], # imported ahead, in this order, between forks
+                 first: tuple[str, ...] = FORK_FIRST, # imported before the first fork
+                ):
+        ours, theirs = socket.socketpair()
+        code = f"from mlops_nb.pipeline import serve_forks; serve_forks({theirs.fileno()}, {os.getpid()}, {list(first)!r}, {modules!r})"
+        self.python = kernel_python()
+        # the kernels' interpreter, options and environment; a session of its own: a Ctrl-C on the terminal is the runner's
+        self.proc = subprocess.Popen([*self.python, "-c", code], env={**os.environ, **STAGE_KERNEL_ENV},
+                                     pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=True)
+        theirs.close()
+        self.sock, self.replies, self.lock = ours, ours.makefile("rb"), threading.Lock()
+
+    def serves(self, cmd: list[str]) -> bool:
+        "Can it start the kernel `cmd` launches (ipykernel, on its own interpreter with the same options)?"
+        n = len(self.python)
+        return cmd[:n] == self.python and cmd[n:n + 2] == ["-m", "ipykernel_launcher"]
+
+    def fork(self, cmd: list[str], env: dict, cwd: str) -> ForkedProcess:
+        "A fresh kernel process for `cmd`, forked by the server (it may first finish the import under way)."
+        argv = cmd[len(self.python) + 1:]  # `ipykernel_launcher -f <connection file>`, as `sys.argv` of `-m` reads
+        with self.lock:  # one request and its reply at a time
+            self.sock.sendall(json.dumps({"argv": argv, "env": env, "cwd": str(cwd)}).encode() + b"\n")
+            reply = self.replies.readline()
+        if not reply: raise RuntimeError(f"the stage kernels' fork server (pid {self.proc.pid}) died")
+        return ForkedProcess(int(reply))
+
+    def close(self) -> None:
+        "End the server at once (it may be importing); a kernel it forked that is still alive dies with it."
+        self.replies.close(); self.sock.close()
+        self.proc.kill(); self.proc.wait()
+
+FORK_SERVER: list[ForkServer] = []  # the server of the running pipeline, if any: its stage kernels are forked there
+
+class ForkProvisioner(LocalProvisioner):
+    "jupyter_client's local provisioner, asking the running pipeline's `ForkServer` for the kernel process when there is one."
+    async def launch_kernel(self, cmd: list[str], **kw):
+        server = FORK_SERVER[0] if FORK_SERVER else None
+        if server is None or not server.serves(cmd): return await super().launch_kernel(cmd, **kw)
+        try: self.process = server.fork(cmd, kw["env"], kw.get("cwd") or os.getcwd())
+        except (OSError, RuntimeError, ValueError): return await super().launch_kernel(cmd, **kw)  # the server died: a launched kernel
+        self.pid = self.pgid = self.process.pid  # the kernel leads its own process group, as a launched one does
+        self.cwd = kw.get("cwd") or os.getcwd()
+        return self.connection_info
+
+@contextmanager
+def fork_server(modules: list[str], # what the stage kernels import (see `kernel_modules`)
+                first: tuple[str, ...] = FORK_FIRST, # imported before the first fork
+               ):
+    "While the block runs, stage kernels are forked by a `ForkServer` that imported `modules` once (on Linux; elsewhere they are launched)."
+    if not sys.platform.startswith("linux"): yield None; return  # pidfds and PR_SET_PDEATHSIG are Linux's
+    server = ForkServer(modules, first)
+    FORK_SERVER.append(server)
+    try: yield server
+    finally: FORK_SERVER.remove(server); server.close()
 
 # %% ../nbs/api/10_pipeline.ipynb #f206849d
 def close_open_runs(client, # MlflowClient of the run's store
@@ -706,13 +905,19 @@ def stage_timing(nb_path: Path, # the executed notebook (papermill records each 
     imports, rest = (took[0], sum(took[1:])) if took else (0, 0)
     return {"kernel": round(max(seconds - imports - rest, 0), 2), "imports": round(imports, 2), "cells": round(rest, 2)}
 
+def import_papermill():
+    "papermill, imported without jsonschema's optional IRI format checker: `rfc3987_syntax` compiles a grammar on import (~1 s), and notebooks have no IRIs."
+    sys.modules.setdefault("rfc3987_syntax", None)  # None: its import fails, and jsonschema goes on without it
+    import papermill
+    return papermill
+
 def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: Path, client, experiment_id: str, parent_run_id: str,
               nb_dir: Path | None = None,
               reports=None, # an executor rendering the HTML report meanwhile (the caller then calls `finish_stage`); None: here
               km=None, # a started stage kernel to run in (a taken `SpareKernel`); None: papermill starts one
              ) -> dict:
     "Execute one stage notebook with papermill inside its own MLflow child run; return its status record, with `timing`."
-    import papermill as pm
+    pm = import_papermill()
     nb_dir = nb_dir or stages_dir(cfg)
     t0 = time.perf_counter()
     child = client.create_run(experiment_id, run_name=stage.name,
@@ -919,14 +1124,6 @@ def _kept_stages(previous: dict, chosen: list[Stage], run_dir: Path) -> dict[str
 def _has_runs(cfg: PipelineConfig) -> bool:
     return any((cfg.workspace_path / "runs").glob("*/config.yaml"))
 
-def _create_optuna_store(cfg: PipelineConfig) -> None:
-    "Create a new workspace's Optuna database under its lock: two first runs would race on creating its tables."
-    url = cfg.optuna_storage
-    if not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).exists(): return
-    from mlops_nb.registry import store_lock
-    from mlops_nb.tuning import open_storage
-    with store_lock(url): open_storage(url)
-
 def _usable(run_dir: Path, names: list[str]) -> dict[str, dict] | None:
     "The records of stages `names` in a run, when each is done with its products intact; else None."
     p = Path(run_dir) / "summary.json"
@@ -969,6 +1166,7 @@ def run_pipeline(cfg: PipelineConfig, # the validated configuration
                 ) -> dict:
     "Run the pipeline's stage notebooks with papermill, reusing unchanged stages; return (and write) the run's summary."
     from mlops_nb.registry import open_store
+    started = (time.perf_counter(), process_age())  # the run's clock, and how long the process took to get here
     if resume and not run_id: raise ValueError("resume needs the run id of the run to resume")
     chosen = _select(stages, cfg)
     forced = _forced(force, chosen)
@@ -982,16 +1180,16 @@ def run_pipeline(cfg: PipelineConfig, # the validated configuration
     base, upstream = _upstream(cfg, chosen, base_run, run_id, resume)
     if dry_run: return _dry_run(cfg, chosen, base, upstream, nb_dir, forced, cache, echo)
     run_id = run_id or new_run_id()
-    client = open_store(cfg.tracking, has_history=_has_runs(cfg))  # a damaged store stops here, creating nothing
-    from mlops_nb.stores import stores_line
-    echo(stores_line(cfg))  # the stores in use, once they opened (a damaged one is the only line said)
-    if any(s.name == "tune" for s in chosen): _create_optuna_store(cfg)
-    run_dir = prepare_run(cfg, run_id)
-    try: lock = file_lock(run_dir / RUN_LOCK, timeout_s=0, what=f"run {run_id}")
-    except TimeoutError: raise ValueError(f"run {run_id} is already running in another process") from None
-    with lock, signals_interrupt():
-        return _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks,
-                    base, upstream, forced, cache)
+    with fork_server(kernel_modules(chosen, nb_dir)):  # the stage kernels' imports happen while the stores open
+        client = open_store(cfg.tracking, has_history=_has_runs(cfg))  # a damaged store stops here, creating nothing
+        from mlops_nb.stores import stores_line
+        echo(stores_line(cfg))  # the stores in use, once they opened (a damaged one is the only line said)
+        run_dir = prepare_run(cfg, run_id)
+        try: lock = file_lock(run_dir / RUN_LOCK, timeout_s=0, what=f"run {run_id}")
+        except TimeoutError: raise ValueError(f"run {run_id} is already running in another process") from None
+        with lock, signals_interrupt():
+            return _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks,
+                        base, upstream, forced, cache, started)
 
 # %% ../nbs/api/10_pipeline.ipynb #c2b86a89
 def _reuse(stage: Stage, src: Path, run_dir: Path) -> None:
@@ -1034,12 +1232,25 @@ def _dry_run(cfg, chosen, base, upstream, nb_dir, forced, cache, echo) -> dict:
         echo(f"{stage.name:<9} {'would run' if p['action'] == 'run' else 'cached':<9} {p['why']}")
     return {"dry_run": True, "status": "planned", "stages": plans}
 
-def run_timing(records: list[dict]) -> dict:
-    "Where a run's time went: the `timing` of its stages summed (`cached`: the time reuse took); kept stages of a resumed run left out."
-    total = {}
+ON_PATH = ("cached", "wait", "setup", "kernel", "imports", "cells", "logging")  # the stage times the runner waits through (`render` runs meanwhile)
+
+def run_timing(records: list[dict], # the stage records so far
+               seconds: float | None = None, # the run's wall time so far: what the stages do not account for is `runner`
+               start: float | None = None, # from the process's start to the run's (`start`: interpreter, imports, config)
+              ) -> dict:
+    "Where a run's time went: `start`, the `timing` of its stages summed (`cached`: the time reuse took), and `runner` (the rest: stores, MLflow runs, between stages, the end); kept stages of a resumed run left out."
+    total = {} if start is None else {"start": round(start, 2)}
     for r in records:
         for k, v in ({} if r.get("resumed") else r.get("timing") or {}).items(): total[k] = round(total.get(k, 0) + v, 2)
+    if seconds is not None: total["runner"] = round(seconds - sum(v for k, v in total.items() if k in ON_PATH), 2)
     return total
+
+def process_age() -> float | None:
+    "Seconds since this process started (from Linux's /proc), or None where that cannot be read."
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22, `starttime`
+        return float(Path("/proc/uptime").read_text().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError): return None
 
 def _timing_text(t: dict) -> str: return ", ".join(f"{k} {v:.2f}s" for k, v in t.items())
 
@@ -1051,10 +1262,10 @@ def _top_up(spares: list, todo: list[Stage], i: int, skip, run_dir: Path, nb_dir
     for s in todo[i:]:
         if len(spares) >= SPARES_AHEAD: return
         if s.name in skip or s.name in planned: continue
-        spares.append(SpareKernel(run_dir, [*notebook_modules(nb_dir / s.notebook), *WARM_ALWAYS], s.name))
+        spares.append(SpareKernel(run_dir, kernel_modules([s], nb_dir), s.name))
 
 def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, base=None, upstream=None,
-         forced=frozenset(), cache=True) -> dict:
+         forced=frozenset(), cache=True, started=None) -> dict:
     import mlflow
     previous = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     done = _kept_stages(previous, chosen, run_dir) if resume else {}
@@ -1069,10 +1280,12 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, 
     else:  # what an interrupted or dead attempt left open is closed before this one starts
         close_open_runs(client, exp_id, parent_id, "KILLED", "an earlier attempt of this run was interrupted or died")
         client.update_run(parent_id, "RUNNING")
-    t0, records, status, interrupted = time.perf_counter(), [], "succeeded", None
-    summarise = lambda st, **kw: write_json(run_dir / "summary.json", build_summary(
-        run_id, run_dir, cfg, records, st, mlflow_run_id=parent_id, experiment_id=exp_id,
-        seconds=round(time.perf_counter() - t0, 2), stage_notebooks=notebooks, timing=run_timing(records), **kw))
+    (t0, age), records, status, interrupted = started or (time.perf_counter(), None), [], "succeeded", None
+    def summarise(st, **kw):
+        took = round(time.perf_counter() - t0, 2)
+        return write_json(run_dir / "summary.json", build_summary(
+            run_id, run_dir, cfg, records, st, mlflow_run_id=parent_id, experiment_id=exp_id, seconds=took,
+            stage_notebooks=notebooks, timing=run_timing(records, took, age), **kw))
     echo(f"stage notebooks: {notebooks['source']} ({nb_dir})")
     summarise("running")  # from here a crash leaves a summary a later run can find
     i, stage = 0, None
@@ -1099,9 +1312,12 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, 
                 echo(f"{n} cached: {plan['why']}"); summarise("running"); continue
             echo(f"{n} running… ({plan['why']})")
             _log_line(run_dir, f"start {stage.name} ({plan['why']})")
+            t2 = time.perf_counter()
             km = spares.pop(0).take() if spares else None  # any warm kernel serves: a reused stage leaves its own to the next
             _top_up(spares, todo, i, {**done, **upstream}, run_dir, nb_dir)
+            waited = round(time.perf_counter() - t2, 2)  # for this stage's kernel, and starting the next one's
             rec = run_stage(stage, cfg, run_dir, client, exp_id, parent_id, nb_dir, reports, km)
+            rec["seconds"], rec["timing"] = round(rec["seconds"] + waited, 2), {"wait": waited, **rec["timing"]}
             unreported[stage.name] = (rec, rec.pop("_pending"))
             rec.update({"why": plan["why"],
                         **({"cache_key": plan["key"], "cache_parts": plan["parts"]} if plan.get("key") else {})})
@@ -1128,13 +1344,14 @@ def _run(cfg, chosen, run_id, run_dir, resume, client, echo, nb_dir, notebooks, 
         else: echo(f"interrupted by {interrupted} after {stage.name if stage else 'the set-up'}: no further stage runs")
     finally:  # the reports rendered meanwhile are logged before the run says how it ended
         shutdown_stage_kernels(spares=True)  # the spare kernel, and any a signal left half-started
-        join_stopping()
         for rec, pending in unreported.values():
             t = finish_stage(rec, client, pending)["timing"]
             _log_line(run_dir, f"report {rec['name']} logged (rendered in {t.get('render', 0)}s meanwhile, logged in {t['logging']}s)")
         reports.shutdown()
+        join_stopping()  # the last stage's kernel shut down while its report was logged
     extra = {"interrupted": interrupted, "error": f"interrupted by {interrupted}"} if interrupted else {}
     summary = json.loads(summarise(status, **extra).read_text())
+    _log_line(run_dir, f"{status} in {summary['seconds']}s ({_timing_text(summary['timing'])})")
     client.log_artifact(parent_id, str(run_dir / "summary.json"))
     why = f"interrupted by {interrupted}" if interrupted else "still running when the pipeline run ended"
     close_open_runs(client, exp_id, parent_id, "KILLED" if interrupted else "FAILED", why)  # trials a kernel left open

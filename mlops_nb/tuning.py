@@ -25,6 +25,7 @@ from .config import PipelineConfig, Task, safe_url
 from .features import build_preprocessor
 from .metrics import get_metric
 from .models import FAMILIES, fit_model, fit_quietly, get_family, make_estimator, score_model, threads_per_worker
+from .registry import store_lock
 from .schema import DataSchema, label_keys
 
 # %% auto #0
@@ -133,7 +134,8 @@ def open_storage(url: str, # `sqlite:///…`, any SQLAlchemy URL, or `journal://
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}, **beat)
+            with store_lock(url):  # a new database's tables are made by one process at a time (two first runs, or workers)
+                return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}, **beat)
         return optuna.storages.RDBStorage(url, **beat)
 
 def make_pruner(kind: str, # `tuning.pruner`

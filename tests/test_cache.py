@@ -38,10 +38,12 @@ def test_nothing_changed_reuses_every_stage(project):
     d, _, first, second, stderr = project
     assert all(x["status"] == "succeeded" for x in first["stages"])
     for x in first["stages"]:  # where each stage's time went
-        assert set(x["timing"]) == {"setup", "kernel", "imports", "cells", "render", "logging"}, x["timing"]
-        on_path = sum(x["timing"][k] for k in ("setup", "kernel", "imports", "cells"))  # the report renders meanwhile
+        assert set(x["timing"]) == {"wait", "setup", "kernel", "imports", "cells", "render", "logging"}, x["timing"]
+        on_path = sum(x["timing"][k] for k in ("wait", "setup", "kernel", "imports", "cells"))  # the report renders meanwhile
         assert abs(on_path - x["seconds"]) < 0.1 and x["timing"]["cells"] > 0 and x["timing"]["render"] > 0
-    assert set(second["timing"]) == {"cached", "setup", "kernel", "imports", "cells", "render", "logging"}
+    assert set(second["timing"]) == {"start", "cached", "wait", "setup", "kernel", "imports", "cells", "render", "logging", "runner"}
+    accounted = sum(v for k, v in first["timing"].items() if k not in ("start", "render"))  # the runner's own time included
+    assert abs(accounted - first["seconds"]) < 0.1, first["timing"]
     assert "succeeded tune" in (Path(first["run_dir"]) / "run.log").read_text() and "imports" in (Path(first["run_dir"]) / "run.log").read_text()
     assert _status(second) == {**{s: "cached" for s in STAGES[:-1]}, "register": "succeeded"}
     assert {x["cached_from"] for x in second["stages"] if x["status"] == "cached"} == {first["run_id"]}

@@ -105,9 +105,10 @@ def test_signals_and_kills_in_the_stages_then_resume_give_the_uninterrupted_resu
 def test_a_killed_run_is_found_and_marked_killed(tmp_path):
     ws = tmp_path / "ws"
     args = [*params(small_overrides(ws)), "--stages", "gather,validate"]
-    code, _, err = _interrupt(ws, args, "gather", signal.SIGTERM, delay=1.0)
+    begun = lambda: any((ws / "runs").glob("*/01_gather.ipynb"))  # papermill has begun gather (it takes well under a second)
+    code, _, err = _interrupt(ws, args, "gather", signal.SIGTERM, ready=begun, delay=0)
     assert code == 143 and "Traceback" not in err and "interrupted by SIGTERM" in err, err[-3000:]
-    code, _, _ = _interrupt(ws, [*args, "--resume", "latest"], "gather", signal.SIGKILL, delay=1.0)
+    code, _, _ = _interrupt(ws, [*args, "--resume", "latest"], "", signal.SIGKILL, delay=0)  # as the first stage to run starts
     assert code == -9
     dead = next((ws / "runs").glob("2*"))
     r = mlops("run", *args, "--json")  # the next command on the workspace finds it
