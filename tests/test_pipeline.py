@@ -26,6 +26,8 @@ def test_full_run_summary(demo_run):
     assert json.loads((run_dir / "summary.json").read_text()) == s
     for x in s["stages"]:
         assert Path(x["report"]).exists() and Path(x["html"]).exists(), x
+    installed = [json.loads(p.read_text())["facts"] for p in (Path(ws) / "serving" / "models").rglob("served.json")]
+    assert [(f["name"], f["version"]) for f in installed] == [(s["model"]["name"], s["model"]["version"])]  # ready for serve
 
 
 def test_full_run_in_mlflow(demo_run):
