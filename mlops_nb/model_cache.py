@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import PipelineConfig, sqlalchemy_url
+from .config import PipelineConfig
 from .registry import STORE_TIMEOUT_S
+from .stores import file_path, read_engine
 
 # %% ../nbs/api/12_model_cache.ipynb #d6ad407d
 SQL_SCHEMES = {"sqlite", "postgresql", "mysql", "mssql"}  # tracking URIs whose registry tables are read directly
@@ -68,8 +69,9 @@ class AliasReader:
             mv = (self._rest("registered-models/alias", name=name, alias=alias) or {}).get("model_version")
             return VersionRef(name, str(mv["version"]), int(mv.get("creation_timestamp", 0))) if mv else None
         from mlops_nb.registry import alias_version, _client
-        v = alias_version(name, alias, _client(self.uri))
-        return None if v is None else VersionRef(name, v, int(_client(self.uri).get_model_version(name, v).creation_timestamp))
+        client = _client(self.uri)
+        v = alias_version(name, alias, client)
+        return None if v is None else VersionRef(name, v, int(client.get_model_version(name, v).creation_timestamp))
 
     def names(self) -> list[str]:
         "Every registered model name, sorted."
@@ -88,13 +90,9 @@ def _sql(self: AliasReader, query: str, **params) -> list:
     "Rows of `query` on the store; an SQLite file is opened read-only, so a wrong path creates nothing."
     import sqlalchemy as sa
     if self._engine is None:
-        url, args = sqlalchemy_url(self.uri), {}
-        if url.startswith("postgresql"): args = {"connect_timeout": max(1, int(STORE_TIMEOUT_S))}  # a dead host: an error, not a hang
-        if url.startswith("sqlite:///"):
-            path = Path(url.removeprefix("sqlite:///"))
-            if not path.is_file(): raise ValueError(f"no MLflow store at {path}: run the pipeline first, or set tracking_uri")
-            url = f"sqlite:///file:{path}?mode=ro&uri=true"
-        self._engine = sa.create_engine(url, connect_args=args, poolclass=sa.pool.NullPool)  # a poll every few s: no pool
+        self._engine = read_engine(self.uri)  # no pool: a poll every few seconds
+        if self._engine is None:
+            raise ValueError(f"no MLflow store at {self.uri.removeprefix('sqlite:///')}: run the pipeline first, or set tracking_uri")
     try:
         with self._engine.connect() as con: return con.execute(sa.text(query), params).all()
     except sa.exc.SQLAlchemyError as e:
@@ -196,7 +194,7 @@ def _local_version(self: AliasReader, name: str, version: str) -> LocalVersion |
     rows = self._sql("SELECT storage_location, run_id FROM model_versions WHERE name = :name AND version = :version",
                      name=name, version=int(version))
     loc, run_id = rows[0] if rows else (None, None)
-    path = Path(urllib.parse.unquote(urllib.parse.urlparse(loc).path)) if loc and loc.startswith(("file:", "/")) else None
+    path = file_path(loc) if loc and loc.startswith(("file:", "/")) else None
     if path is None or not (path / "MLmodel").is_file(): return None  # elsewhere (S3, a moved folder): MLflow's client
     tags = lambda q, **p: {k: v for k, v in self._sql(q, **p)}
     return LocalVersion(name, version, run_id, path,
@@ -247,11 +245,14 @@ class ModelSource:
     def names(self) -> list[str]: return self.reader.names()
     def version(self, name: str, alias: str) -> VersionRef | None: return self.reader.version(name, alias)
 
-    def fetch(self, ref: VersionRef) -> Path:
+    def fetch(self, ref: VersionRef,
+              in_process: bool = False, # fetch with MLflow's client here (a process that has it imported already)
+             ) -> Path:
         "The cache folder of `ref`: there already, else copied from this machine's artifact store, else fetched by a child."
         dest = cache_path(self.cfg, ref)
         if (dest / SERVED_JSON).is_file(): return dest
         if (local := self.reader.local_version(ref.name, ref.version)) is not None: return install(dest, local.copy_into)
+        if in_process: return fetch_version(self.cfg.tracking, ref.name, ref.version, dest)
         env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
         child = subprocess.Popen([sys.executable, "-m", "mlops_nb.model_cache", self.cfg.tracking, ref.name, ref.version,
                                   str(dest)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
@@ -273,9 +274,6 @@ def stage_for_serving(cfg: PipelineConfig, # the pipeline config (tracking URI, 
                       name: str, # registered model name
                       aliases: tuple[str, ...] = ("champion", "challenger"), # the versions servers load
                      ) -> list[Path]:
-    "Fetch the versions `aliases` point at into the workspace cache in this process, so servers start from the cache."
-    src, out = ModelSource(cfg), []
-    for ref in filter(None, (src.version(name, a) for a in aliases)):
-        dest = cache_path(cfg, ref)
-        out.append(dest if (dest / SERVED_JSON).is_file() else fetch_version(cfg.tracking, name, ref.version, dest))
-    return out
+    "Install the versions `aliases` point at in the workspace cache, from this process, so servers start from the cache."
+    src = ModelSource(cfg)
+    return [src.fetch(ref, in_process=True) for ref in filter(None, (src.version(name, a) for a in aliases))]

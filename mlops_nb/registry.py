@@ -118,8 +118,10 @@ def check_store(tracking_uri: str, # the MLflow tracking URI
             state = "missing" if not db.exists() else "empty (0 bytes)"
             raise StoreError(f"MLflow store {db} is {state}, but the workspace has runs; {_RESTORE}")
         return
+    # a process killed mid-write leaves a hot journal that only a writer may roll back; rw never creates the file
+    mode = "rw" if any(db.with_name(db.name + s).exists() for s in ("-journal", "-wal")) else "ro"
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        with sqlite3.connect(f"file:{db}?mode={mode}", uri=True) as con:
             ok = con.execute("PRAGMA quick_check").fetchone()[0]
             tmp = con.execute("SELECT name FROM sqlite_master WHERE name LIKE '_alembic_tmp_%'").fetchall()
     except sqlite3.DatabaseError as e: ok, tmp = str(e), []

@@ -16,7 +16,7 @@ from .config import PipelineConfig, safe_url, sqlalchemy_url
 from .registry import STORE_TIMEOUT_S, http_problem
 
 # %% auto #0
-__all__ = ['SERVED_ARTIFACTS', 'Store', 'project_stores', 'stores_line', 'check_stores']
+__all__ = ['SERVED_ARTIFACTS', 'Store', 'project_stores', 'stores_line', 'read_engine', 'file_path', 'check_stores']
 
 # %% ../nbs/api/18_stores.ipynb #4a0dca8a
 @dataclass
@@ -59,16 +59,27 @@ def _ping_server(role: str, tracking: str, timeout: float) -> str:
     return next((e for e in (http_problem(base + p, timeout) for p in _SERVER_PROBES[role]) if e), "")
 
 # %% ../nbs/api/18_stores.ipynb #27dc8c41
-def _ping_sql(url: str, timeout: float) -> str:
-    "'' when the database at `url` answers `SELECT 1`, else what went wrong; an SQLite file is opened read-only."
+def read_engine(url: str, # the store's SQLAlchemy URL (a bare `postgresql://` too)
+                timeout: float = STORE_TIMEOUT_S, # how long connecting may take
+               ):
+    "An engine for short reads of a store: no pool, a connect timeout, an SQLite file read-only; None when that file does not exist (nothing is created)."
     import sqlalchemy as sa
+    args = {}
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
-        if not path.exists(): return ""  # made by the first run; nothing is created here
+        if not path.exists(): return None
         url, args = f"sqlite:///file:{path}?mode=ro&uri=true", {"timeout": timeout}
-    elif url.startswith("postgresql"): args = {"connect_timeout": max(1, int(timeout))}
-    else: args = {}
-    eng = sa.create_engine(sqlalchemy_url(url), connect_args=args, poolclass=sa.pool.NullPool)
+    elif url.startswith("postgresql"): args = {"connect_timeout": max(1, int(timeout))}  # a dead host: an error, not a hang
+    return sa.create_engine(sqlalchemy_url(url), connect_args=args, poolclass=sa.pool.NullPool)
+
+def file_path(url: str) -> Path:
+    "The local path of a `file://` URI (percent-escapes undone), or of a plain path."
+    return Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+
+def _ping_sql(url: str, timeout: float) -> str:
+    "'' when the database at `url` answers `SELECT 1`, else what went wrong."
+    import sqlalchemy as sa
+    if (eng := read_engine(url, timeout)) is None: return ""  # an SQLite file made by the first run
     try:
         with eng.connect() as con: con.execute(sa.text("SELECT 1"))
         return ""
@@ -77,7 +88,7 @@ def _ping_sql(url: str, timeout: float) -> str:
 
 def _ping_files(url: str) -> str:
     "'' when the artifact folder (or the folder it will be made in) is writable."
-    p = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+    p = file_path(url)
     while not p.exists(): p = p.parent
     return "" if os.access(p, os.W_OK) else f"{p} is not writable"
 

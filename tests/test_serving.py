@@ -362,10 +362,12 @@ def test_workers_fetch_the_champion_once_and_all_answer(demo_run, rows, tmp_path
     ws = copy_workspace(demo_run[0], tmp_path / "ws")
     s = Server(ws, "serving.workers=2", "serving.reload_interval_s=0")
     try:
-        deadline = time.time() + 120  # uvicorn's supervisor, then two workers that each build the service
-        while time.time() < deadline and len([p for p in psutil.Process(s.proc.pid).children(recursive=True)
-                                              if "python" in p.name() and p.status() != psutil.STATUS_ZOMBIE]) < 2:
-            time.sleep(0.2)
+        def workers():  # uvicorn's worker processes (multiprocessing's spawn children; not its resource tracker)
+            return [p for p in psutil.Process(s.proc.pid).children(recursive=True)
+                    if "spawn_main" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE]
+        deadline = time.time() + 120
+        while time.time() < deadline and len(workers()) < 2: time.sleep(0.2)
+        assert len(workers()) == 2, [p.cmdline() for p in psutil.Process(s.proc.pid).children(recursive=True)]
         answers = [s.call("POST", "/predict", {"records": records(rows.head(2))}, headers={"Connection": "close"})
                    for _ in range(20)]  # a new connection each time: the kernel spreads them over the workers
         assert all(status == 200 and out["model"]["role"] == "champion" for status, out in answers), answers[:2]
